@@ -1,0 +1,159 @@
+//! What a kernel needs to know about each weight format, as traits: the float formats by how a
+//! vector of them is loaded, the integer block formats by how a block becomes 32 bytes and how
+//! those bytes multiply an 8-bit activation block.
+
+use crate::backend::cpu::simd::{head, Simd};
+use crate::quant::{q4_values, BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
+use bytemuck::Pod;
+
+/// A plain float weight format (F32, F16, BF16).
+pub(crate) trait FloatFormat {
+    const BYTES: usize;
+    /// `S::LANES` weights from the start of `w`.
+    fn load<S: Simd>(s: S, w: &[u8]) -> S::F;
+    /// Weight `i` of the row `w`.
+    fn get(w: &[u8], i: usize) -> f32;
+}
+
+pub(crate) struct F32;
+pub(crate) struct F16;
+pub(crate) struct Bf16;
+
+impl FloatFormat for F32 {
+    const BYTES: usize = 4;
+    #[inline(always)]
+    fn load<S: Simd>(s: S, w: &[u8]) -> S::F {
+        s.load_f32le(w)
+    }
+    #[inline(always)]
+    fn get(w: &[u8], i: usize) -> f32 {
+        f32::from_le_bytes(*head(&w[4 * i..]))
+    }
+}
+
+impl FloatFormat for F16 {
+    const BYTES: usize = 2;
+    #[inline(always)]
+    fn load<S: Simd>(s: S, w: &[u8]) -> S::F {
+        s.load_f16(w)
+    }
+    #[inline(always)]
+    fn get(w: &[u8], i: usize) -> f32 {
+        crate::quant::float::f16_le(*head(&w[2 * i..]))
+    }
+}
+
+impl FloatFormat for Bf16 {
+    const BYTES: usize = 2;
+    #[inline(always)]
+    fn load<S: Simd>(s: S, w: &[u8]) -> S::F {
+        s.load_bf16(w)
+    }
+    #[inline(always)]
+    fn get(w: &[u8], i: usize) -> f32 {
+        crate::quant::float::bf16_bits_to_f32(u16::from_le_bytes(*head(&w[2 * i..])))
+    }
+}
+
+/// An integer block format (Q8_0, Q4_0, Q4_1) against 8-bit activations.
+///
+/// Row dot products use `values`/`dot` directly. The packed GEMM instead stores every weight as
+/// an *unsigned* byte `u = q + OFFSET` (what `vpdpbusd` wants) and removes the offset exactly in
+/// integers: `Σ q·x = Σ u·x − OFFSET · Σ x`.
+pub(crate) trait QuantFormat {
+    type Block: Pod;
+    /// Whether the block carries a min (`x = d·q + m`), contributing `m · d_x · Σ x_q`.
+    const HAS_MIN: bool;
+    /// `u - q` in the packed GEMM layout.
+    const OFFSET: i32;
+    /// Whether packed values can exceed 127 (then the GEMM needs the exact `dot_u8`).
+    const WIDE: bool;
+    fn d(b: &Self::Block) -> [u8; 2];
+    fn m(_b: &Self::Block) -> [u8; 2] {
+        [0, 0]
+    }
+    /// The block's 32 values in a form `dot` accepts.
+    fn values<S: Simd>(s: S, b: &Self::Block) -> S::B;
+    /// 8 partial sums of `values · x`.
+    fn dot<S: Simd>(s: S, w: S::B, x: S::B) -> S::B;
+    /// The block's 32 values as packed-GEMM bytes `q + OFFSET`.
+    fn packed(b: &Self::Block) -> [u8; QK];
+}
+
+pub(crate) struct Q8_0;
+pub(crate) struct Q4_0;
+pub(crate) struct Q4_1;
+
+impl QuantFormat for Q8_0 {
+    type Block = BlockQ8_0;
+    const HAS_MIN: bool = false;
+    const OFFSET: i32 = 128;
+    const WIDE: bool = true;
+    #[inline(always)]
+    fn d(b: &BlockQ8_0) -> [u8; 2] {
+        b.d
+    }
+    #[inline(always)]
+    fn values<S: Simd>(s: S, b: &BlockQ8_0) -> S::B {
+        s.bload(bytemuck::cast_ref(&b.qs))
+    }
+    #[inline(always)]
+    fn dot<S: Simd>(s: S, w: S::B, x: S::B) -> S::B {
+        // Our quantizer never emits -128, but other writers may: `bdot_i8` stays exact for it.
+        s.bdot_i8(w, x)
+    }
+    #[inline(always)]
+    fn packed(b: &BlockQ8_0) -> [u8; QK] {
+        b.qs.map(|q| (q as i32 + 128) as u8)
+    }
+}
+
+impl QuantFormat for Q4_0 {
+    type Block = BlockQ4_0;
+    const HAS_MIN: bool = false;
+    const OFFSET: i32 = 8;
+    const WIDE: bool = false;
+    #[inline(always)]
+    fn d(b: &BlockQ4_0) -> [u8; 2] {
+        b.d
+    }
+    #[inline(always)]
+    fn values<S: Simd>(s: S, b: &BlockQ4_0) -> S::B {
+        s.bsub_bytes(s.bnibbles(&b.qs), 8)
+    }
+    #[inline(always)]
+    fn dot<S: Simd>(s: S, w: S::B, x: S::B) -> S::B {
+        s.bdot_i8(w, x)
+    }
+    #[inline(always)]
+    fn packed(b: &BlockQ4_0) -> [u8; QK] {
+        q4_values(&b.qs)
+    }
+}
+
+impl QuantFormat for Q4_1 {
+    type Block = BlockQ4_1;
+    const HAS_MIN: bool = true;
+    const OFFSET: i32 = 0;
+    const WIDE: bool = false;
+    #[inline(always)]
+    fn d(b: &BlockQ4_1) -> [u8; 2] {
+        b.d
+    }
+    #[inline(always)]
+    fn m(b: &BlockQ4_1) -> [u8; 2] {
+        b.m
+    }
+    #[inline(always)]
+    fn values<S: Simd>(s: S, b: &BlockQ4_1) -> S::B {
+        s.bnibbles(&b.qs)
+    }
+    #[inline(always)]
+    fn dot<S: Simd>(s: S, w: S::B, x: S::B) -> S::B {
+        s.bdot_u7(w, x)
+    }
+    #[inline(always)]
+    fn packed(b: &BlockQ4_1) -> [u8; QK] {
+        q4_values(&b.qs)
+    }
+}

@@ -1,0 +1,132 @@
+//! Kernel bodies, each written once, generic over the SIMD vocabulary ([`super::simd::Simd`]).
+//!
+//! Everything here takes inputs validated by the public op (`crate::matmul`); bodies index
+//! slices normally (bounds-checked), so a broken invariant panics rather than misbehaves.
+
+pub(crate) mod float_rows;
+pub(crate) mod formats;
+pub(crate) mod quant_panel;
+pub(crate) mod quant_rows;
+pub(crate) mod quantize;
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+/// Activations as the kernels see them: `m` rows of `k` values, in f32 and — for the integer
+/// paths — quantized to 8 bits per 32-element block (ggml's Q8_0/Q8_1 values, stored as
+/// separate arrays so a block's 32 bytes are one aligned-stride load).
+#[derive(Clone, Copy)]
+pub(crate) struct Acts<'a> {
+    pub m: usize,
+    pub k: usize,
+    /// (m, k)
+    pub f32s: &'a [f32],
+    /// (m, k) 8-bit values; empty on float paths.
+    pub qs: &'a [i8],
+    /// (m, k / 32) block scales, f16-rounded like ggml's `block_q8_*.d`.
+    pub d: &'a [f32],
+    /// (m, k / 32) Σ of each block's 8-bit values (exact).
+    pub sums: &'a [i32],
+}
+
+/// One activation row of the integer path.
+#[derive(Clone, Copy)]
+pub(crate) struct QRow<'a> {
+    /// (k)
+    pub qs: &'a [i8],
+    /// (k / 32)
+    pub d: &'a [f32],
+    /// (k / 32)
+    pub sums: &'a [i32],
+}
+
+impl<'a> Acts<'a> {
+    pub fn row(&self, r: usize) -> &'a [f32] {
+        &self.f32s[r * self.k..(r + 1) * self.k]
+    }
+    pub fn qrow(&self, r: usize) -> QRow<'a> {
+        let nb = self.k / crate::quant::QK;
+        QRow {
+            qs: &self.qs[r * self.k..(r + 1) * self.k],
+            d: &self.d[r * nb..(r + 1) * nb],
+            sums: &self.sums[r * nb..(r + 1) * nb],
+        }
+    }
+}
+
+/// Weights as the kernels see them: `n` rows of `k` elements in a GGUF layout, `row_bytes` each.
+#[derive(Clone, Copy)]
+pub(crate) struct WeightRows<'a> {
+    pub bytes: &'a [u8],
+    pub k: usize,
+    pub row_bytes: usize,
+}
+
+impl<'a> WeightRows<'a> {
+    pub fn row(&self, n: usize) -> &'a [u8] {
+        &self.bytes[n * self.row_bytes..(n + 1) * self.row_bytes]
+    }
+}
+
+/// The output `y` (m × n, row-major) shared by the tasks of one matmul.
+///
+/// Tasks write disjoint column ranges of the same rows, which safe slices cannot express without
+/// allocating. `Output` keeps `y` mutably borrowed for `'a` and hands out [`TaskOut`]s, each of
+/// which refuses (panics on) any write outside its columns; the one obligation — column ranges
+/// of `TaskOut`s alive at the same time are disjoint — sits with the caller of [`Output::task`].
+pub(crate) struct Output<'a> {
+    y: NonNull<f32>,
+    m: usize,
+    n: usize,
+    _y: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: `Output` only creates `TaskOut`s (through an `unsafe` method whose contract forbids
+// overlapping live ranges); sharing it between threads cannot by itself create a data race.
+unsafe impl Sync for Output<'_> {}
+
+impl<'a> Output<'a> {
+    pub fn new(y: &'a mut [f32], m: usize, n: usize) -> Self {
+        assert_eq!(y.len(), m * n);
+        Output { y: NonNull::from(y).cast(), m, n, _y: PhantomData }
+    }
+
+    /// The writer for columns `cols` of every row.
+    ///
+    /// # Safety
+    /// No other `TaskOut` of this `Output` whose columns overlap `cols` may be alive at the same time.
+    pub unsafe fn task(&self, cols: std::ops::Range<usize>) -> TaskOut<'_> {
+        assert!(cols.start <= cols.end && cols.end <= self.n);
+        TaskOut { y: self.y, m: self.m, n: self.n, cols, _y: PhantomData }
+    }
+}
+
+/// The output columns `cols` of `y` that one task owns (see [`Output`]).
+pub(crate) struct TaskOut<'a> {
+    y: NonNull<f32>,
+    m: usize,
+    n: usize,
+    cols: std::ops::Range<usize>,
+    _y: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a `TaskOut` writes only its own columns (checked in `write`), and no overlapping
+// `TaskOut` is alive at the same time (`Output::task`'s contract).
+unsafe impl Send for TaskOut<'_> {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for TaskOut<'_> {}
+
+impl TaskOut<'_> {
+    pub fn cols(&self) -> std::ops::Range<usize> {
+        self.cols.clone()
+    }
+
+    /// Writes `vals` to `y[row][col0 .. col0 + vals.len()]`, which must lie in this task's columns.
+    pub fn write(&self, row: usize, col0: usize, vals: &[f32]) {
+        assert!(row < self.m && col0 >= self.cols.start && col0 + vals.len() <= self.cols.end);
+        // SAFETY: the asserted range lies inside row `row` of `y` (m × n, cols.end ≤ n, checked
+        // in `Output::task`), borrowed mutably for the `Output`'s lifetime, and inside this
+        // task's columns, which no other live `TaskOut` writes (`Output::task`'s contract).
+        unsafe { self.y.add(row * self.n + col0).as_ptr().copy_from_nonoverlapping(vals.as_ptr(), vals.len()) }
+    }
+}

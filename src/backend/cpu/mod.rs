@@ -1,0 +1,252 @@
+//! The CPU backend: instruction-set levels, detected once, and one kernel table per level.
+//!
+//! `Isa::selected()` picks the best level this CPU supports, capped by `SPARQ_MAX_ISA` and
+//! checked against `SPARQ_REQUIRE_ISA`. [`Kernels::for_isa`] is the one place that maps a level
+//! to code: each level's table holds `#[target_feature]` entry points stamped by
+//! `isa_entry_points!`, each a three-line wrapper instantiating a generic kernel body (in
+//! `kernels/`) with that level's SIMD token (in `simd/`).
+
+pub(crate) mod kernels;
+pub(crate) mod simd;
+#[cfg(test)]
+mod tests;
+
+use crate::{DType, Error, Result};
+use kernels::quant_panel::PanelBuf;
+use kernels::{Acts, TaskOut, WeightRows};
+use std::sync::OnceLock;
+
+/// A CPU instruction-set level, ordered from least to most capable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Plain Rust on 8-lane arrays; every target.
+    Scalar,
+    /// 8-lane vectors from the `wide` crate (SSE2/NEON/… as compiled); every target.
+    Portable,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL/DQ (integer dot products via `vpmaddubsw`).
+    Avx512,
+    /// AVX-512 with VNNI (`vpdpbusd`).
+    Avx512Vnni,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    /// Whether this CPU can run this level (detected at run time).
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Scalar | Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => simd::x86::Avx2::detect(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => simd::x86::Avx512::detect(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => simd::x86::Avx512Vnni::detect(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Every level this CPU supports, least capable first. Tests and benches iterate this.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.is_supported()).collect()
+    }
+
+    /// The most capable supported level, ignoring the environment.
+    pub fn best() -> Isa {
+        Isa::available().into_iter().max().unwrap_or(Isa::Scalar)
+    }
+
+    /// The level sparq uses by default: [`Isa::best`], capped by `SPARQ_MAX_ISA`; an error if
+    /// `SPARQ_REQUIRE_ISA` names a level that is then not available, or if either variable does
+    /// not name a level. Decided once per process.
+    pub fn selected() -> Result<Isa> {
+        static CHOICE: OnceLock<Result<Isa>> = OnceLock::new();
+        CHOICE.get_or_init(|| Isa::choose(env_isa("SPARQ_MAX_ISA")?, env_isa("SPARQ_REQUIRE_ISA")?)).clone()
+    }
+
+    /// [`Isa::selected`]'s rule with explicit inputs.
+    pub fn choose(max: Option<Isa>, require: Option<Isa>) -> Result<Isa> {
+        let cap = max.unwrap_or(Isa::Avx512Vnni);
+        let chosen = Isa::available().into_iter().filter(|i| *i <= cap).max().unwrap_or(Isa::Scalar);
+        match require {
+            Some(req) if !req.is_supported() => Err(Error::IsaUnavailable {
+                requested: req.to_string(),
+                source_of_request: "SPARQ_REQUIRE_ISA",
+                best: Isa::best().to_string(),
+            }),
+            Some(req) if chosen != req => Err(Error::Invalid {
+                what: "SPARQ_REQUIRE_ISA",
+                detail: format!("requires {req}, but SPARQ_MAX_ISA={cap} selects {chosen}"),
+            }),
+            _ => Ok(chosen),
+        }
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Isa {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Isa> {
+        let names = || Isa::ALL.map(Isa::name).join(", ");
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| Error::Invalid { what: "ISA name", detail: format!("{s:?} is not one of {}", names()) })
+    }
+}
+
+fn env_isa(var: &'static str) -> Result<Option<Isa>> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => v.parse().map(Some).map_err(|e| match e {
+            Error::Invalid { detail, .. } => Error::Invalid { what: var, detail },
+            e => e,
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// Quantizes one activation row: `x` (k) → `qs` (k), `d`, `sums` (k / 32).
+pub(crate) type QuantizeFn = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [i32]);
+/// Computes a task's output columns row by row (decode / small m).
+pub(crate) type RowsFn = unsafe fn(WeightRows, Acts, &TaskOut);
+/// Computes a task's output columns through packed panels (prefill).
+pub(crate) type PanelsFn = unsafe fn(WeightRows, Acts, &TaskOut, &mut PanelBuf);
+
+/// One level's kernels. Function pointers are `unsafe` because they are `#[target_feature]`
+/// code; a `Kernels` is only handed out by [`Kernels::for_isa`] for a supported level, which
+/// is what makes calling them sound.
+pub(crate) struct Kernels {
+    pub isa: Isa,
+    /// f32 lanes per vector: the packed-panel width.
+    pub lanes: usize,
+    pub quantize_row: QuantizeFn,
+    /// By [`DType::index`]; `None` for formats that are not weights.
+    pub rows: [Option<RowsFn>; DType::ALL.len()],
+    /// By [`DType::index`]; `Some` for the integer block formats.
+    pub panels: [Option<PanelsFn>; DType::ALL.len()],
+}
+
+impl Kernels {
+    /// The table for `isa`, if this CPU supports it. The only way to obtain a `Kernels`.
+    pub(crate) fn for_isa(isa: Isa) -> Option<&'static Kernels> {
+        if !isa.is_supported() {
+            return None;
+        }
+        Some(match isa {
+            Isa::Scalar => &scalar::TABLE,
+            Isa::Portable => &portable::TABLE,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => &avx2::TABLE,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => &avx512::TABLE,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => &avx512vnni::TABLE,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => return None,
+        })
+    }
+}
+
+/// Stamps one level's entry points and table. Each entry point is `unsafe` only because of its
+/// `#[target_feature]` attributes; its body makes the level's token, whose contract (the CPU
+/// supports the level) holds because entry points are reachable only through `TABLE`, which
+/// `Kernels::for_isa` returns only for supported levels.
+macro_rules! isa_entry_points {
+    ($module:ident, $isa:expr, $lanes:expr, $mr:literal, $token:expr, $($attr:meta),*) => {
+        mod $module {
+            use super::kernels::formats::{Bf16, F16, F32, Q4_0, Q4_1, Q8_0};
+            use super::kernels::{float_rows, quant_panel, quant_rows, quantize};
+            use super::*;
+
+            $(#[$attr])*
+            unsafe fn quantize_row(x: &[f32], qs: &mut [i8], d: &mut [f32], sums: &mut [i32]) {
+                quantize::quantize_row($token, x, qs, d, sums)
+            }
+            $(#[$attr])*
+            unsafe fn rows_f32(w: WeightRows, x: Acts, out: &TaskOut) {
+                float_rows::rows::<_, F32>($token, w, x, out)
+            }
+            $(#[$attr])*
+            unsafe fn rows_f16(w: WeightRows, x: Acts, out: &TaskOut) {
+                float_rows::rows::<_, F16>($token, w, x, out)
+            }
+            $(#[$attr])*
+            unsafe fn rows_bf16(w: WeightRows, x: Acts, out: &TaskOut) {
+                float_rows::rows::<_, Bf16>($token, w, x, out)
+            }
+            $(#[$attr])*
+            unsafe fn rows_q8_0(w: WeightRows, x: Acts, out: &TaskOut) {
+                quant_rows::rows::<_, Q8_0>($token, w, x, out)
+            }
+            $(#[$attr])*
+            unsafe fn rows_q4_0(w: WeightRows, x: Acts, out: &TaskOut) {
+                quant_rows::rows::<_, Q4_0>($token, w, x, out)
+            }
+            $(#[$attr])*
+            unsafe fn rows_q4_1(w: WeightRows, x: Acts, out: &TaskOut) {
+                quant_rows::rows::<_, Q4_1>($token, w, x, out)
+            }
+            $(#[$attr])*
+            unsafe fn panels_q8_0(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+                quant_panel::panels::<_, Q8_0, $mr>($token, w, x, out, buf)
+            }
+            $(#[$attr])*
+            unsafe fn panels_q4_0(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+                quant_panel::panels::<_, Q4_0, $mr>($token, w, x, out, buf)
+            }
+            $(#[$attr])*
+            unsafe fn panels_q4_1(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+                quant_panel::panels::<_, Q4_1, $mr>($token, w, x, out, buf)
+            }
+
+            /// Indexed like `DType::ALL`: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q8_1.
+            pub(super) static TABLE: Kernels = Kernels {
+                isa: $isa,
+                lanes: $lanes,
+                quantize_row,
+                rows: [Some(rows_f32), Some(rows_f16), Some(rows_bf16), Some(rows_q8_0), Some(rows_q4_0), Some(rows_q4_1), None],
+                panels: [None, None, None, Some(panels_q8_0), Some(panels_q4_0), Some(panels_q4_1), None],
+            };
+        }
+    };
+}
+
+isa_entry_points!(scalar, Isa::Scalar, 8, 4, simd::scalar::Scalar,);
+isa_entry_points!(portable, Isa::Portable, 8, 4, simd::portable::Portable,);
+// SAFETY (the `$token` expressions below): see the macro's comment — these entry points run only
+// on CPUs where `Kernels::for_isa` confirmed the level.
+#[cfg(target_arch = "x86_64")]
+isa_entry_points!(avx2, Isa::Avx2, 8, 4, unsafe { simd::x86::Avx2::new_unchecked() }, target_feature(enable = "avx2,fma,f16c"));
+#[cfg(target_arch = "x86_64")]
+isa_entry_points!(avx512, Isa::Avx512, 16, 8, unsafe { simd::x86::Avx512::new_unchecked() },
+    target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq"));
+#[cfg(target_arch = "x86_64")]
+isa_entry_points!(avx512vnni, Isa::Avx512Vnni, 16, 8, unsafe { simd::x86::Avx512Vnni::new_unchecked() },
+    target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"));
+
+/// A one-line account of the CPU levels: what is supported and what is selected.
+pub fn isa_report() -> String {
+    let avail = Isa::available().iter().map(|i| i.name()).collect::<Vec<_>>().join(", ");
+    match Isa::selected() {
+        Ok(sel) => format!("cpu isa: selected {sel} (supported: {avail})"),
+        Err(e) => format!("cpu isa: selection failed: {e} (supported: {avail})"),
+    }
+}

@@ -1,0 +1,99 @@
+//! The SIMD vocabulary: the few operations every CPU kernel body is written over.
+//!
+//! Each instruction-set level is a zero-sized *token* type implementing [`Simd`]. A token can only
+//! be created where its instructions are known to exist — `Scalar` and `Portable` anywhere,
+//! the x86 ones through an `unsafe` constructor that the per-ISA entry points (stamped by
+//! `isa_entry_points!` in `../mod.rs`) call after run-time detection. Kernel bodies are generic
+//! over the token, `#[inline(always)]`, and compiled once per level inside a
+//! `#[target_feature]` entry point, so the vocabulary's intrinsics inline into real AVX code.
+//!
+//! Two vector shapes:
+//! - full width: `F` (`LANES` × f32) and `I` (`LANES` × i32, i.e. `4 · LANES` bytes), for
+//!   float kernels, activation quantization and the packed integer GEMM;
+//! - one 32-element quant block: `B` (32 bytes seen as 8 × i32 partial sums) and `G`
+//!   (8 × f32), for row-by-row quantized dot products.
+//!
+//! Integer dot products come in two strengths, because without VNNI the 8-bit multiply
+//! (`pmaddubsw`) saturates its 16-bit pair sums: `dot_u7` and the block words require the
+//! unsigned operand `≤ 128` and the signed one in `-127..=127` (pair sums `≤ 2·128·127 < 2¹⁵`,
+//! exact), `dot_u8` is exact for any `u8`. Activations quantized by sparq are always in
+//! `-127..=127`.
+
+pub(crate) mod scalar;
+pub(crate) mod portable;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86;
+
+pub(crate) trait Simd: Copy + Send + Sync + 'static {
+    /// f32 (and i32) lanes in `F` (and `I`).
+    const LANES: usize;
+    type F: Copy;
+    type I: Copy;
+    type B: Copy;
+    type G: Copy;
+
+    // ---- f32, full width ----
+    fn zero(self) -> Self::F;
+    fn splat(self, v: f32) -> Self::F;
+    /// The first `LANES` values of `x`.
+    fn load(self, x: &[f32]) -> Self::F;
+    /// `LANES` little-endian f32 from the first `4 · LANES` bytes of `x` (any alignment).
+    fn load_f32le(self, x: &[u8]) -> Self::F;
+    /// `LANES` little-endian f16 from the first `2 · LANES` bytes of `x`.
+    fn load_f16(self, x: &[u8]) -> Self::F;
+    /// `LANES` little-endian bf16 from the first `2 · LANES` bytes of `x`.
+    fn load_bf16(self, x: &[u8]) -> Self::F;
+    fn store(self, v: Self::F, out: &mut [f32]);
+    /// `a · b + c` (fused where the ISA has FMA).
+    fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
+    fn mul(self, a: Self::F, b: Self::F) -> Self::F;
+    fn abs(self, a: Self::F) -> Self::F;
+    fn max(self, a: Self::F, b: Self::F) -> Self::F;
+    fn sum(self, v: Self::F) -> f32;
+    fn reduce_max(self, v: Self::F) -> f32;
+
+    // ---- i32 / bytes, full width ----
+    fn izero(self) -> Self::I;
+    fn isplat(self, v: i32) -> Self::I;
+    /// The first `4 · LANES` bytes of `x`.
+    fn iload(self, x: &[u8]) -> Self::I;
+    /// The 4 bytes `x[0..4]` broadcast to every lane.
+    fn isplat4(self, x: &[i8]) -> Self::I;
+    fn iadd(self, a: Self::I, b: Self::I) -> Self::I;
+    fn isub(self, a: Self::I, b: Self::I) -> Self::I;
+    fn isum(self, v: Self::I) -> i32;
+    fn to_f32(self, v: Self::I) -> Self::F;
+    /// `round(v)` with C `roundf` semantics (halves away from zero), as i32.
+    fn round_to_i32(self, v: Self::F) -> Self::I;
+    /// Stores the lanes of `v` (each in `-128..=127`) as `LANES` bytes.
+    fn store_i8(self, v: Self::I, out: &mut [i8]);
+    /// `acc + Σ₄ a·b` per lane: `a` unsigned bytes `≤ 128`, `b` signed bytes in `-127..=127`.
+    fn dot_u7(self, acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
+    /// `acc + Σ₄ a·b` per lane: `a` any unsigned byte, `b` signed bytes.
+    fn dot_u8(self, acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
+
+    // ---- one 32-element quant block ----
+    fn bload(self, x: &[u8; 32]) -> Self::B;
+    /// Unpacks a Q4 block's 16 bytes into its 32 values (low nibbles, then high), each `0..=15`.
+    fn bnibbles(self, qs: &[u8; 16]) -> Self::B;
+    /// Subtracts `v` from every byte (wrapping).
+    fn bsub_bytes(self, a: Self::B, v: i8) -> Self::B;
+    /// 8 partial sums of `a · b`: `a` unsigned bytes `≤ 128`, `b` signed in `-127..=127`.
+    fn bdot_u7(self, a: Self::B, b: Self::B) -> Self::B;
+    /// 8 partial sums of `a · b`, both signed bytes, `b` in `-127..=127` (`a` may be -128).
+    fn bdot_i8(self, a: Self::B, b: Self::B) -> Self::B;
+    fn btof(self, v: Self::B) -> Self::G;
+    fn gzero(self) -> Self::G;
+    /// `a · s + acc`.
+    fn gmul_add(self, a: Self::G, s: f32, acc: Self::G) -> Self::G;
+    fn gsum(self, v: Self::G) -> f32;
+
+    /// A little-endian f16 as f32 (hardware conversion where available).
+    fn f16_to_f32(self, h: [u8; 2]) -> f32;
+}
+
+/// The first `N` elements of `x` as an array reference (bounds-checked once).
+#[inline(always)]
+pub(crate) fn head<T, const N: usize>(x: &[T]) -> &[T; N] {
+    x[..N].try_into().expect("slice of length N")
+}

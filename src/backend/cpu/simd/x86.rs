@@ -1,0 +1,538 @@
+//! x86-64 levels: AVX2 (+FMA, F16C) and AVX-512 (F/BW/VL/DQ), the latter with or without VNNI.
+//!
+//! Safety model: every method of these tokens executes instructions of its level. A token is
+//! only created by `new_unchecked`, whose contract is that the CPU supports the level; the
+//! kernel table for a level is built only after `detect()` returned true for it (see
+//! `backend::cpu::Isa::available`). So each `unsafe { … }` below relies on that one invariant,
+//! "a token exists ⇒ its features exist", plus explicit bounds: every pointer comes from a slice
+//! that `head()` has already bounds-checked to the exact size read or written.
+
+use super::{head, Simd};
+use core::arch::x86_64::*;
+
+/// AVX2 + FMA + F16C.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx2(());
+
+/// AVX-512 F/BW/VL/DQ (+ the AVX2 set); `VNNI` adds `vpdpbusd`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct X512<const VNNI: bool>(());
+pub(crate) type Avx512 = X512<false>;
+pub(crate) type Avx512Vnni = X512<true>;
+
+impl Avx2 {
+    pub(crate) fn detect() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    }
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C ([`Avx2::detect`]).
+    #[inline(always)]
+    pub(crate) unsafe fn new_unchecked() -> Self {
+        Avx2(())
+    }
+}
+
+impl<const VNNI: bool> X512<VNNI> {
+    pub(crate) fn detect() -> bool {
+        Avx2::detect()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512dq")
+            && (!VNNI || is_x86_feature_detected!("avx512vnni"))
+    }
+    /// # Safety
+    /// The CPU must support this level ([`X512::detect`]).
+    #[inline(always)]
+    pub(crate) unsafe fn new_unchecked() -> Self {
+        X512(())
+    }
+}
+
+// ---- 256-bit words shared by both levels (callers hold an AVX2-or-better token) ----
+
+/// Every function here is `unsafe` with one precondition: the CPU supports AVX2 + FMA + F16C.
+/// Their bodies are sequences of intrinsics under that same precondition, so the lint asking for
+/// a separate `unsafe {}` around each intrinsic is relaxed for this module only.
+mod ymm {
+    #![allow(unsafe_op_in_unsafe_fn)]
+    use super::*;
+
+    #[inline(always)]
+    pub unsafe fn sum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+    }
+    #[inline(always)]
+    pub unsafe fn reduce_max(v: __m256) -> f32 {
+        let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_max_ss(s, _mm_shuffle_ps(s, s, 1)))
+    }
+    #[inline(always)]
+    pub unsafe fn load_bytes(x: &[u8; 32]) -> __m256i {
+        _mm256_loadu_si256(x.as_ptr().cast())
+    }
+    #[inline(always)]
+    pub unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
+        let v = _mm_loadu_si128(qs.as_ptr().cast());
+        let m = _mm_set1_epi8(0x0f);
+        _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m))
+    }
+    /// `acc + Σ₄ a·b` with `pmaddubsw` (exact while `a ≤ 127`).
+    #[inline(always)]
+    pub unsafe fn dot_u7(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)))
+    }
+    /// `acc + Σ₄ a·b`, exact for any unsigned `a`: even and odd bytes widened to i16.
+    #[inline(always)]
+    pub unsafe fn dot_u8(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        let a_even = _mm256_and_si256(a, _mm256_set1_epi16(0xff));
+        let a_odd = _mm256_srli_epi16(a, 8);
+        let b_even = _mm256_srai_epi16(_mm256_slli_epi16(b, 8), 8);
+        let b_odd = _mm256_srai_epi16(b, 8);
+        let even = _mm256_madd_epi16(a_even, b_even);
+        _mm256_add_epi32(acc, _mm256_add_epi32(even, _mm256_madd_epi16(a_odd, b_odd)))
+    }
+    /// `roundf` per lane: truncate, then step away from zero where the dropped part is ≥ ½
+    /// (`v - trunc(v)` is exact, so ties are detected exactly).
+    #[inline(always)]
+    pub unsafe fn round_away(v: __m256) -> __m256i {
+        let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        let frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(v, t));
+        let away = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0)), _mm256_set1_ps(1.0));
+        let step = _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5), _CMP_GE_OQ), away);
+        _mm256_cvttps_epi32(_mm256_add_ps(t, step))
+    }
+    #[inline(always)]
+    pub unsafe fn f16_to_f32(h: [u8; 2]) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(h) as i32)))
+    }
+    #[inline(always)]
+    pub unsafe fn splat4(x: &[i8]) -> i32 {
+        i32::from_le_bytes([x[0] as u8, x[1] as u8, x[2] as u8, x[3] as u8])
+    }
+}
+
+impl Simd for Avx2 {
+    const LANES: usize = 8;
+    type F = __m256;
+    type I = __m256i;
+    type B = __m256i;
+    type G = __m256;
+
+    #[inline(always)]
+    fn zero(self) -> __m256 {
+        // SAFETY: token ⇒ AVX2 (module docs).
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    fn splat(self, v: f32) -> __m256 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_set1_ps(v) }
+    }
+    #[inline(always)]
+    fn load(self, x: &[f32]) -> __m256 {
+        let x: &[f32; 8] = head(x);
+        // SAFETY: token ⇒ AVX2; `x` is exactly 8 f32.
+        unsafe { _mm256_loadu_ps(x.as_ptr()) }
+    }
+    #[inline(always)]
+    fn load_f32le(self, x: &[u8]) -> __m256 {
+        let x: &[u8; 32] = head(x);
+        // SAFETY: token ⇒ AVX2; `x` is exactly 32 bytes; `loadu` has no alignment requirement.
+        unsafe { _mm256_loadu_ps(x.as_ptr().cast()) }
+    }
+    #[inline(always)]
+    fn load_f16(self, x: &[u8]) -> __m256 {
+        let x: &[u8; 16] = head(x);
+        // SAFETY: token ⇒ F16C; `x` is exactly 16 bytes.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().cast())) }
+    }
+    #[inline(always)]
+    fn load_bf16(self, x: &[u8]) -> __m256 {
+        let x: &[u8; 16] = head(x);
+        // SAFETY: token ⇒ AVX2; `x` is exactly 16 bytes.
+        unsafe { _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(x.as_ptr().cast())), 16)) }
+    }
+    #[inline(always)]
+    fn store(self, v: __m256, out: &mut [f32]) {
+        let out: &mut [f32; 8] = (&mut out[..8]).try_into().expect("8 lanes");
+        // SAFETY: token ⇒ AVX2; `out` is exactly 8 f32.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: token ⇒ FMA.
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn abs(self, a: __m256) -> __m256 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sum(self, v: __m256) -> f32 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { ymm::sum(v) }
+    }
+    #[inline(always)]
+    fn reduce_max(self, v: __m256) -> f32 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { ymm::reduce_max(v) }
+    }
+
+    #[inline(always)]
+    fn izero(self) -> __m256i {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_setzero_si256() }
+    }
+    #[inline(always)]
+    fn isplat(self, v: i32) -> __m256i {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_set1_epi32(v) }
+    }
+    #[inline(always)]
+    fn iload(self, x: &[u8]) -> __m256i {
+        // SAFETY: token ⇒ AVX2; `head` checked 32 bytes.
+        unsafe { ymm::load_bytes(head(x)) }
+    }
+    #[inline(always)]
+    fn isplat4(self, x: &[i8]) -> __m256i {
+        // SAFETY: token ⇒ AVX2; `splat4` indexes (bounds-checked) 4 bytes.
+        unsafe { _mm256_set1_epi32(ymm::splat4(x)) }
+    }
+    #[inline(always)]
+    fn iadd(self, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_add_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn isub(self, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_sub_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn isum(self, v: __m256i) -> i32 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe {
+            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+            _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01)))
+        }
+    }
+    #[inline(always)]
+    fn to_f32(self, v: __m256i) -> __m256 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_cvtepi32_ps(v) }
+    }
+    #[inline(always)]
+    fn round_to_i32(self, v: __m256) -> __m256i {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { ymm::round_away(v) }
+    }
+    #[inline(always)]
+    fn store_i8(self, v: __m256i, out: &mut [i8]) {
+        let out: &mut [i8; 8] = (&mut out[..8]).try_into().expect("8 lanes");
+        // SAFETY: token ⇒ AVX2; `out` is exactly the 8 bytes `storel_epi64` writes.
+        unsafe {
+            let w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            _mm_storel_epi64(out.as_mut_ptr().cast(), _mm_packs_epi16(w, w));
+        }
+    }
+    #[inline(always)]
+    fn dot_u7(self, acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { ymm::dot_u7(acc, a, b) }
+    }
+    #[inline(always)]
+    fn dot_u8(self, acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { ymm::dot_u8(acc, a, b) }
+    }
+
+    #[inline(always)]
+    fn bload(self, x: &[u8; 32]) -> __m256i {
+        // SAFETY: token ⇒ AVX2; `x` is 32 bytes.
+        unsafe { ymm::load_bytes(x) }
+    }
+    #[inline(always)]
+    fn bnibbles(self, qs: &[u8; 16]) -> __m256i {
+        // SAFETY: token ⇒ AVX2; `qs` is 16 bytes.
+        unsafe { ymm::nibbles(qs) }
+    }
+    #[inline(always)]
+    fn bsub_bytes(self, a: __m256i, v: i8) -> __m256i {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_sub_epi8(a, _mm256_set1_epi8(v)) }
+    }
+    #[inline(always)]
+    fn bdot_u7(self, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { ymm::dot_u7(_mm256_setzero_si256(), a, b) }
+    }
+    #[inline(always)]
+    fn bdot_i8(self, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: token ⇒ AVX2. `abs(a)` ≤ 128 (as u8) fits `dot_u7`'s unsigned operand.
+        unsafe { ymm::dot_u7(_mm256_setzero_si256(), _mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a)) }
+    }
+    #[inline(always)]
+    fn btof(self, v: __m256i) -> __m256 {
+        self.to_f32(v)
+    }
+    #[inline(always)]
+    fn gzero(self) -> __m256 {
+        self.zero()
+    }
+    #[inline(always)]
+    fn gmul_add(self, a: __m256, s: f32, acc: __m256) -> __m256 {
+        self.mul_add(a, self.splat(s), acc)
+    }
+    #[inline(always)]
+    fn gsum(self, v: __m256) -> f32 {
+        self.sum(v)
+    }
+    #[inline(always)]
+    fn f16_to_f32(self, h: [u8; 2]) -> f32 {
+        // SAFETY: token ⇒ F16C.
+        unsafe { ymm::f16_to_f32(h) }
+    }
+}
+
+impl<const VNNI: bool> Simd for X512<VNNI> {
+    const LANES: usize = 16;
+    type F = __m512;
+    type I = __m512i;
+    type B = __m256i;
+    type G = __m256;
+
+    #[inline(always)]
+    fn zero(self) -> __m512 {
+        // SAFETY: token ⇒ AVX-512F (module docs).
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    fn splat(self, v: f32) -> __m512 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_set1_ps(v) }
+    }
+    #[inline(always)]
+    fn load(self, x: &[f32]) -> __m512 {
+        let x: &[f32; 16] = head(x);
+        // SAFETY: token ⇒ AVX-512F; `x` is exactly 16 f32.
+        unsafe { _mm512_loadu_ps(x.as_ptr()) }
+    }
+    #[inline(always)]
+    fn load_f32le(self, x: &[u8]) -> __m512 {
+        let x: &[u8; 64] = head(x);
+        // SAFETY: token ⇒ AVX-512F; `x` is exactly 64 bytes; `loadu` has no alignment requirement.
+        unsafe { _mm512_loadu_ps(x.as_ptr().cast()) }
+    }
+    #[inline(always)]
+    fn load_f16(self, x: &[u8]) -> __m512 {
+        let x: &[u8; 32] = head(x);
+        // SAFETY: token ⇒ AVX-512F; `x` is exactly 32 bytes.
+        unsafe { _mm512_cvtph_ps(ymm::load_bytes(x)) }
+    }
+    #[inline(always)]
+    fn load_bf16(self, x: &[u8]) -> __m512 {
+        let x: &[u8; 32] = head(x);
+        // SAFETY: token ⇒ AVX-512F; `x` is exactly 32 bytes.
+        unsafe { _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(ymm::load_bytes(x)), 16)) }
+    }
+    #[inline(always)]
+    fn store(self, v: __m512, out: &mut [f32]) {
+        let out: &mut [f32; 16] = (&mut out[..16]).try_into().expect("16 lanes");
+        // SAFETY: token ⇒ AVX-512F; `out` is exactly 16 f32.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn abs(self, a: __m512) -> __m512 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_abs_ps(a) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sum(self, v: __m512) -> f32 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_reduce_add_ps(v) }
+    }
+    #[inline(always)]
+    fn reduce_max(self, v: __m512) -> f32 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_reduce_max_ps(v) }
+    }
+
+    #[inline(always)]
+    fn izero(self) -> __m512i {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_setzero_si512() }
+    }
+    #[inline(always)]
+    fn isplat(self, v: i32) -> __m512i {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_set1_epi32(v) }
+    }
+    #[inline(always)]
+    fn iload(self, x: &[u8]) -> __m512i {
+        let x: &[u8; 64] = head(x);
+        // SAFETY: token ⇒ AVX-512F; `x` is exactly 64 bytes.
+        unsafe { _mm512_loadu_si512(x.as_ptr().cast()) }
+    }
+    #[inline(always)]
+    fn isplat4(self, x: &[i8]) -> __m512i {
+        // SAFETY: token ⇒ AVX-512F; `splat4` indexes (bounds-checked) 4 bytes.
+        unsafe { _mm512_set1_epi32(ymm::splat4(x)) }
+    }
+    #[inline(always)]
+    fn iadd(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_add_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn isub(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_sub_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn isum(self, v: __m512i) -> i32 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_reduce_add_epi32(v) }
+    }
+    #[inline(always)]
+    fn to_f32(self, v: __m512i) -> __m512 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_cvtepi32_ps(v) }
+    }
+    #[inline(always)]
+    fn round_to_i32(self, v: __m512) -> __m512i {
+        // SAFETY: token ⇒ AVX-512F. Same tie handling as `ymm::round_away`.
+        unsafe {
+            let t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            let frac = _mm512_abs_ps(_mm512_sub_ps(v, t));
+            let ge_half = _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5), _CMP_GE_OQ);
+            let sign = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(i32::MIN));
+            let away = _mm512_castsi512_ps(_mm512_or_si512(sign, _mm512_set1_epi32(0x3f80_0000)));
+            _mm512_cvttps_epi32(_mm512_mask_add_ps(t, ge_half, t, away))
+        }
+    }
+    #[inline(always)]
+    fn store_i8(self, v: __m512i, out: &mut [i8]) {
+        let out: &mut [i8; 16] = (&mut out[..16]).try_into().expect("16 lanes");
+        // SAFETY: token ⇒ AVX-512F; `out` is exactly the 16 bytes written.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v)) }
+    }
+    #[inline(always)]
+    fn dot_u7(self, acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        if VNNI {
+            self.dot_u8(acc, a, b)
+        } else {
+            // SAFETY: token ⇒ AVX-512BW.
+            unsafe { _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(a, b), _mm512_set1_epi16(1))) }
+        }
+    }
+    #[inline(always)]
+    fn dot_u8(self, acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        if VNNI {
+            // SAFETY: token with VNNI ⇒ AVX-512 VNNI (checked by `X512::<true>::detect`).
+            unsafe { _mm512_dpbusd_epi32(acc, a, b) }
+        } else {
+            // SAFETY: token ⇒ AVX-512BW. Exact: even/odd bytes widened to i16, as `ymm::dot_u8`.
+            unsafe {
+                let a_even = _mm512_and_si512(a, _mm512_set1_epi16(0xff));
+                let a_odd = _mm512_srli_epi16(a, 8);
+                let b_even = _mm512_srai_epi16(_mm512_slli_epi16(b, 8), 8);
+                let b_odd = _mm512_srai_epi16(b, 8);
+                let sum = _mm512_add_epi32(_mm512_madd_epi16(a_even, b_even), _mm512_madd_epi16(a_odd, b_odd));
+                _mm512_add_epi32(acc, sum)
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn bload(self, x: &[u8; 32]) -> __m256i {
+        // SAFETY: token ⇒ AVX2; `x` is 32 bytes.
+        unsafe { ymm::load_bytes(x) }
+    }
+    #[inline(always)]
+    fn bnibbles(self, qs: &[u8; 16]) -> __m256i {
+        // SAFETY: token ⇒ AVX2; `qs` is 16 bytes.
+        unsafe { ymm::nibbles(qs) }
+    }
+    #[inline(always)]
+    fn bsub_bytes(self, a: __m256i, v: i8) -> __m256i {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_sub_epi8(a, _mm256_set1_epi8(v)) }
+    }
+    #[inline(always)]
+    fn bdot_u7(self, a: __m256i, b: __m256i) -> __m256i {
+        if VNNI {
+            // SAFETY: token with VNNI ⇒ AVX-512 VNNI + VL.
+            unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b) }
+        } else {
+            // SAFETY: token ⇒ AVX2.
+            unsafe { ymm::dot_u7(_mm256_setzero_si256(), a, b) }
+        }
+    }
+    #[inline(always)]
+    fn bdot_i8(self, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: token ⇒ AVX2. `abs(a)` ≤ 128 (as u8) fits the unsigned operand.
+        let (abs_a, signed_b) = unsafe { (_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a)) };
+        self.bdot_u7(abs_a, signed_b)
+    }
+    #[inline(always)]
+    fn btof(self, v: __m256i) -> __m256 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_cvtepi32_ps(v) }
+    }
+    #[inline(always)]
+    fn gzero(self) -> __m256 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    fn gmul_add(self, a: __m256, s: f32, acc: __m256) -> __m256 {
+        // SAFETY: token ⇒ FMA.
+        unsafe { _mm256_fmadd_ps(a, _mm256_set1_ps(s), acc) }
+    }
+    #[inline(always)]
+    fn gsum(self, v: __m256) -> f32 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { ymm::sum(v) }
+    }
+    #[inline(always)]
+    fn f16_to_f32(self, h: [u8; 2]) -> f32 {
+        // SAFETY: token ⇒ F16C.
+        unsafe { ymm::f16_to_f32(h) }
+    }
+}

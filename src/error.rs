@@ -1,0 +1,36 @@
+//! One error type for the whole crate.
+
+use crate::DType;
+
+/// Everything sparq can refuse, each variant naming the operation that refused.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum Error {
+    /// Arguments whose sizes disagree, e.g. `x.len() != m * k`.
+    #[error("{op}: shape mismatch: {detail}")]
+    Shape { op: &'static str, detail: String },
+    /// A length that must be a multiple of the format's block size is not.
+    #[error("{op}: {what} = {len} is not a multiple of the {dtype} block size {block}")]
+    BlockAlign { op: &'static str, what: &'static str, len: usize, dtype: DType, block: usize },
+    /// An input held NaN or an infinity where only finite values are accepted.
+    #[error("{op}: input contains NaN or infinity")]
+    NonFinite { op: &'static str },
+    /// The operation does not support this storage format.
+    #[error("{op}: unsupported dtype {dtype}")]
+    Unsupported { op: &'static str, dtype: DType },
+    /// An instruction-set level was requested that this CPU (or build) does not have.
+    #[error("ISA {requested} requested ({source_of_request}) but this CPU supports at most {best}")]
+    IsaUnavailable { requested: String, source_of_request: &'static str, best: String },
+    /// An environment variable or argument that could not be parsed.
+    #[error("invalid {what}: {detail}")]
+    Invalid { what: &'static str, detail: String },
+    /// The thread pool could not be created.
+    #[error("thread pool: {0}")]
+    ThreadPool(String),
+}
+
+/// `Result` with sparq's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn shape_err<T>(op: &'static str, detail: impl Into<String>) -> Result<T> {
+    Err(Error::Shape { op, detail: detail.into() })
+}

@@ -1,0 +1,93 @@
+//! The spec for [`crate::Cpu::matmul`]: safe, scalar, obvious, accumulated in f64.
+//!
+//! Two references, because the integer paths deliberately quantize activations:
+//! - [`matmul_f64`]: the exact product of the dequantized weights with the f32 activations;
+//! - [`matmul_q8_f64`]: the same with the activations first quantized exactly as the integer
+//!   paths (and ggml) do — 8-bit values times the f16-rounded block scale. This is what an
+//!   integer kernel computes exactly up to f32 rounding, so tests hold it to a rounding bound.
+//!
+//! Each returns the product and, per output, the magnitude `Σ |terms|` that bounds f32
+//! rounding error (see [`f32_error_bound`]).
+
+use super::Weights;
+use crate::quant::{self, float::f16_le, quantize_q8_ref, BlockQ4_1, QK};
+use crate::DType;
+
+/// Reference output: `y` (m × n) and the per-output magnitude `Σ |terms|` (m × n).
+#[derive(Debug, Clone)]
+pub struct RefOutput {
+    pub y: Vec<f64>,
+    pub magnitude: Vec<f64>,
+}
+
+fn dequantized(w: &Weights) -> Vec<f32> {
+    let mut out = vec![0f32; w.n() * w.k()];
+    quant::dequantize(w.dtype(), w.bytes(), &mut out).expect("Weights are validated");
+    out
+}
+
+fn product(w: &Weights, wf: &[f32], xs: &[f32], m: usize, mag_term: impl Fn(usize, usize, f64) -> f64) -> RefOutput {
+    let (n, k) = (w.n(), w.k());
+    let mut y = vec![0f64; m * n];
+    let mut magnitude = vec![0f64; m * n];
+    for r in 0..m {
+        let x = &xs[r * k..(r + 1) * k];
+        for c in 0..n {
+            let wr = &wf[c * k..(c + 1) * k];
+            y[r * n + c] = wr.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum();
+            magnitude[r * n + c] = x.iter().enumerate().map(|(i, &b)| mag_term(c, i, b as f64)).sum();
+        }
+    }
+    RefOutput { y, magnitude }
+}
+
+/// `y = x · wᵀ` with dequantized weights and unquantized activations, in f64.
+pub fn matmul_f64(w: &Weights, x: &[f32], m: usize) -> RefOutput {
+    let wf = dequantized(w);
+    let k = w.k();
+    product(w, &wf, x, m, |c, i, xv| (wf[c * k + i] as f64 * xv).abs())
+}
+
+/// Activations as the integer paths see them: per 32-block, `q · f16(d)` (ggml's Q8_0 values).
+pub fn quantize_activations_ref(x: &[f32]) -> Vec<f32> {
+    x.chunks_exact(QK)
+        .flat_map(|chunk| {
+            let (d, q) = quantize_q8_ref(chunk.try_into().expect("QK elements"));
+            let d = half::f16::from_f32(d).to_f32();
+            q.map(|v| v as f32 * d)
+        })
+        .collect()
+}
+
+/// `y = x̂ · wᵀ` where `x̂` is [`quantize_activations_ref`]`(x)`: what the integer kernels
+/// compute up to f32 rounding. For Q4_1 the magnitude counts the scale and min parts
+/// separately (`|d·q·x̂| + |m·x̂|`), since the kernel accumulates them separately.
+pub fn matmul_q8_f64(w: &Weights, x: &[f32], m: usize) -> RefOutput {
+    assert!(w.dtype().is_block_quantized(), "matmul_q8_f64 is for block formats");
+    let xq = quantize_activations_ref(x);
+    let wf = dequantized(w);
+    let k = w.k();
+    if w.dtype() == DType::Q4_1 {
+        let blocks: &[BlockQ4_1] = bytemuck::cast_slice(w.bytes());
+        let nb = k / QK;
+        product(w, &wf, &xq, m, |c, i, xv| {
+            let b = &blocks[c * nb + i / QK];
+            let (d, mn) = (f16_le(b.d) as f64, f16_le(b.m) as f64);
+            let q = quant::q4_values(&b.qs)[i % QK] as f64;
+            ((d * q).abs() + mn.abs()) * xv.abs()
+        })
+    } else {
+        product(w, &wf, &xq, m, |c, i, xv| (wf[c * k + i] as f64 * xv).abs())
+    }
+}
+
+/// Bound on `|f32 result − exact|` for a kernel that sums `terms` products into f32
+/// accumulators: each term passes through at most `depth` roundings of relative size `u = 2⁻²⁴`
+/// (standard recursive-summation bound `γ_depth · Σ|terms|`). Here `depth` = the longest chain:
+/// one accumulation per vector step along k (`terms / 8` for 8+ lanes), the lane reduction
+/// (≤ 4 levels), the scalar tail (≤ 16 elements), one rounding of the scale product and of the
+/// conversion. We use `f32::EPSILON = 2u` per step: a factor-2 margin over the first-order bound.
+pub fn f32_error_bound(terms: usize, magnitude: f64) -> f64 {
+    let depth = terms.div_ceil(8) + 4 + 16 + 2;
+    depth as f64 * f32::EPSILON as f64 * magnitude
+}
