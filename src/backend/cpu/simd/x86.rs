@@ -368,11 +368,6 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
         unsafe { _mm512_mul_ps(a, b) }
     }
     #[inline(always)]
-    fn add(self, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: token ⇒ AVX-512F.
-        unsafe { _mm512_add_ps(a, b) }
-    }
-    #[inline(always)]
     fn abs(self, a: __m512) -> __m512 {
         // SAFETY: token ⇒ AVX-512F.
         unsafe { _mm512_abs_ps(a) }
