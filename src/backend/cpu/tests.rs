@@ -1,0 +1,127 @@
+//! Every vocabulary word and the quantize entry point, on every level this CPU supports, against
+//! the scalar words and the reference quantizer: integer results bit-exact.
+
+use super::simd::{scalar::Scalar, Simd};
+use super::{Isa, Kernels};
+use crate::quant::{BlockQ8_0, QuantBlock, QK};
+use proptest::prelude::*;
+
+/// Lanes of an integer vector, read through the exact i32 → f32 conversion (|v| < 2²⁴ here).
+fn lanes<S: Simd>(s: S, v: S::I) -> Vec<i64> {
+    let mut out = [0f32; 16];
+    s.store(s.to_f32(v), &mut out);
+    out[..S::LANES].iter().map(|&x| x as i64).collect()
+}
+
+/// The total of a block's 8 partial sums (exact in f32: |total| ≤ 32·128·127 < 2²⁴). Kernels
+/// only ever consume block dot products scaled as a whole, so the total is what must be exact.
+fn block_total<S: Simd>(s: S, v: S::B) -> Vec<i64> {
+    vec![s.gsum(s.btof(v)) as i64]
+}
+
+fn scalar_dot(a: &[u8], b: &[i8]) -> Vec<i64> {
+    a.chunks_exact(4).zip(b.chunks_exact(4)).map(|(a, b)| (0..4).map(|i| a[i] as i64 * b[i] as i64).sum()).collect()
+}
+
+fn check_words<S: Simd>(s: S, a: &[u8; 64], b: &[i8; 64]) {
+    let n = 4 * S::LANES;
+    let (a, b) = (&a[..n], &b[..n]);
+    let b_u8: &[u8] = bytemuck::cast_slice(b);
+    let a7: Vec<u8> = a.iter().map(|&v| v.min(128)).collect();
+    let acc = s.isplat(-5);
+    let want_u8: Vec<i64> = scalar_dot(a, b).iter().map(|v| v - 5).collect();
+    let want_u7: Vec<i64> = scalar_dot(&a7, b).iter().map(|v| v - 5).collect();
+    assert_eq!(lanes(s, s.dot_u8(acc, s.iload(a), s.iload(b_u8))), want_u8, "dot_u8");
+    assert_eq!(lanes(s, s.dot_u7(acc, s.iload(&a7), s.iload(b_u8))), want_u7, "dot_u7");
+
+    // Block words: one 32-byte block.
+    let a32: &[u8; 32] = a7[..32].try_into().unwrap();
+    let b32: &[u8; 32] = b_u8[..32].try_into().unwrap();
+    let total = |x: &[u8], y: &[i8]| scalar_dot(x, y).iter().sum::<i64>();
+    assert_eq!(block_total(s, s.bdot_u7(s.bload(a32), s.bload(b32))), vec![total(a32, &b[..32])], "bdot_u7");
+    let a_signed: &[i8] = bytemuck::cast_slice(&a[..32]);
+    let signed_total: i64 = a_signed.iter().zip(&b[..32]).map(|(&x, &y)| x as i64 * y as i64).sum();
+    assert_eq!(block_total(s, s.bdot_i8(s.bload(a[..32].try_into().unwrap()), s.bload(b32))), vec![signed_total], "bdot_i8");
+    let qs: &[u8; 16] = a[..16].try_into().unwrap();
+    let nib = crate::quant::q4_values(qs);
+    assert_eq!(block_total(s, s.bdot_u7(s.bnibbles(qs), s.bload(b32))), vec![total(&nib, &b[..32])], "bnibbles");
+    let minus8: Vec<i64> = nib.iter().zip(&b[..32]).map(|(&q, &y)| (q as i64 - 8) * y as i64).collect();
+    let q4_0 = s.bsub_bytes(s.bnibbles(qs), 8);
+    assert_eq!(block_total(s, s.bdot_i8(q4_0, s.bload(b32))), vec![minus8.iter().sum::<i64>()], "bsub_bytes");
+}
+
+fn for_each_token(a: &[u8; 64], b: &[i8; 64]) {
+    check_words(Scalar, a, b);
+    check_words(super::simd::portable::Portable, a, b);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::simd::x86::{Avx2, Avx512, Avx512Vnni};
+        // SAFETY (each): the token is created only after its level was detected.
+        if Avx2::detect() {
+            check_words(unsafe { Avx2::new_unchecked() }, a, b);
+        }
+        if Avx512::detect() {
+            // SAFETY: detected just above.
+            check_words(unsafe { Avx512::new_unchecked() }, a, b);
+        }
+        if Avx512Vnni::detect() {
+            // SAFETY: detected just above.
+            check_words(unsafe { Avx512Vnni::new_unchecked() }, a, b);
+        }
+    }
+}
+
+fn quantize_with(isa: Isa, x: &[f32]) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
+    let kernels = Kernels::for_isa(isa).expect("available level");
+    let nb = x.len() / QK;
+    let (mut qs, mut d, mut sums) = (vec![0i8; x.len()], vec![0f32; nb], vec![0i32; nb]);
+    // SAFETY: `kernels` is for a supported level; lengths are k, k/32, k/32.
+    unsafe { (kernels.quantize_row)(x, &mut qs, &mut d, &mut sums) };
+    (qs, d, sums)
+}
+
+fn activations() -> impl Strategy<Value = Vec<f32>> {
+    (1usize..8, -20i32..20, any::<bool>()).prop_flat_map(|(blocks, exp, ints)| {
+        prop::collection::vec(-1000f32..1000f32, blocks * QK).prop_map(move |v| {
+            // Integer-valued inputs hit exact rounding ties after scaling by 1/d.
+            if ints { v.into_iter().map(|x| x.round() / 2.0).collect() } else { v.into_iter().map(|x| x * 2f32.powi(exp)).collect() }
+        })
+    })
+}
+
+proptest! {
+    #[test]
+    fn integer_words_are_exact_on_every_level(a in prop::array::uniform32(any::<u8>()), a2 in prop::array::uniform32(any::<u8>()),
+                                              b in prop::array::uniform32(-127i8..=127), b2 in prop::array::uniform32(-127i8..=127)) {
+        let a: [u8; 64] = std::array::from_fn(|i| if i < 32 { a[i] } else { a2[i - 32] });
+        let b: [i8; 64] = std::array::from_fn(|i| if i < 32 { b[i] } else { b2[i - 32] });
+        for_each_token(&a, &b);
+    }
+
+    #[test]
+    fn quantize_row_is_bit_exact_with_reference_on_every_level(x in activations()) {
+        for isa in Isa::available() {
+            let (qs, d, sums) = quantize_with(isa, &x);
+            for (b, chunk) in x.chunks_exact(QK).enumerate() {
+                let want = BlockQ8_0::quantize_ref(chunk.try_into().unwrap());
+                prop_assert_eq!(&qs[b * QK..(b + 1) * QK], &want.qs[..], "{} block {}", isa, b);
+                prop_assert_eq!(d[b].to_bits(), crate::quant::float::f16_le(want.d).to_bits(), "{} scale", isa);
+                prop_assert_eq!(sums[b], want.qs.iter().map(|&q| q as i32).sum::<i32>(), "{} sum", isa);
+            }
+        }
+    }
+}
+
+#[test]
+fn levels_are_ordered_and_choice_respects_caps() {
+    let avail = Isa::available();
+    assert!(avail.contains(&Isa::Scalar) && avail.contains(&Isa::Portable));
+    assert_eq!(Isa::choose(Some(Isa::Scalar), None).unwrap(), Isa::Scalar);
+    assert_eq!(Isa::choose(None, None).unwrap(), Isa::best());
+    assert!(Isa::choose(Some(Isa::Scalar), Some(Isa::Portable)).is_err());
+    for isa in Isa::ALL {
+        assert_eq!(Kernels::for_isa(isa).map(|k| k.isa), isa.is_supported().then_some(isa));
+        assert_eq!(isa.name().parse::<Isa>().unwrap(), isa);
+    }
+    assert!("avx9000".parse::<Isa>().is_err());
+}

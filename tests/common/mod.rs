@@ -1,0 +1,51 @@
+//! Shared test helpers: deterministic data, one `Cpu` per (level, threads), and the tolerance
+//! check against the f64 references.
+#![allow(dead_code)]
+
+use sparq::matmul::reference::{f32_error_bound, matmul_f64, matmul_q8_f64};
+use sparq::{quant, Cpu, DType, Isa, Scratch, Weights};
+use std::sync::OnceLock;
+
+/// Every supported level with 1, 2 and 3 threads (3 > cores here: uneven splits and more tasks
+/// than cores are part of what is tested).
+pub fn cpus() -> &'static [Cpu] {
+    static CPUS: OnceLock<Vec<Cpu>> = OnceLock::new();
+    CPUS.get_or_init(|| {
+        Isa::available().into_iter().flat_map(|isa| (1..=3).map(move |t| Cpu::with_isa(isa, t).expect("supported level"))).collect()
+    })
+}
+
+/// A small deterministic generator (xorshift), for fixed-size tests outside proptest.
+pub fn values(seed: u64, len: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Runs `cpu.matmul` and checks every output against the reference within the derived bound.
+pub fn check_matmul(cpu: &Cpu, dtype: DType, n: usize, k: usize, m: usize, w_f32: &[f32], x: &[f32]) -> Result<(), String> {
+    let bytes = quant::quantize(dtype, w_f32).map_err(|e| e.to_string())?;
+    let w = Weights::new(dtype, n, k, &bytes).map_err(|e| e.to_string())?;
+    let mut y = vec![f32::NAN; m * n];
+    cpu.matmul(&w, x, m, &mut y, &mut Scratch::default()).map_err(|e| e.to_string())?;
+    // Integer formats quantize activations by design: compare with the reference that does the
+    // same (exact up to f32 rounding); float formats with the plain f64 product.
+    let reference = if dtype.is_block_quantized() { matmul_q8_f64(&w, x, m) } else { matmul_f64(&w, x, m) };
+    for i in 0..m * n {
+        let bound = f32_error_bound(k, reference.magnitude[i]) + 1e-30;
+        let err = (y[i] as f64 - reference.y[i]).abs();
+        if !(err <= bound) {
+            return Err(format!(
+                "{dtype} on {} ({} threads), m={m} n={n} k={k}: y[{}][{}] = {} vs reference {} (err {err:.3e} > bound {bound:.3e})",
+                cpu.isa(), cpu.threads(), i / n, i % n, y[i], reference.y[i]
+            ));
+        }
+    }
+    Ok(())
+}
