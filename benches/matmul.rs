@@ -1,1 +1,145 @@
-fn main() {}
+//! `cargo bench --bench matmul [-- FILTER]`
+//!
+//! Every weight format × every CPU level this machine supports × SmolLM2-135M's projection
+//! shapes and two large Llama-8B shapes, for m = 1 (decode: throughput in bytes of weights
+//! streamed) and m = 128 (prefill: throughput in multiply-add operations, 2·m·n·k).
+//! Ids: `matvec/<format>/<isa>/<n>x<k>/m1` and `matmul/<format>/<isa>/<n>x<k>/m128`.
+//!
+//! The same run first measures this machine's memory read bandwidth with the same thread count,
+//! and ends with a table of each decode kernel's median GB/s as a fraction of it.
+//! `SPARQ_BENCH_THREADS` sets the thread count (default 2).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rayon::prelude::*;
+use sparq::{quant, Cpu, DType, Isa, Scratch, Weights};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const SMOLLM2: [(usize, usize); 5] = [(576, 576), (192, 576), (1536, 576), (576, 1536), (49152, 576)];
+const LLAMA8B: [(usize, usize); 2] = [(4096, 4096), (14336, 4096)];
+
+fn threads() -> usize {
+    std::env::var("SPARQ_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Median read bandwidth (bytes/s) over a 1 GiB buffer split across `threads` threads.
+fn read_bandwidth(pool: &rayon::ThreadPool, threads: usize) -> f64 {
+    let buf = vec![1u64; (1 << 30) / 8];
+    let chunk = buf.len().div_ceil(threads);
+    let samples = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            let s: u64 = pool.install(|| {
+                buf.par_chunks(chunk).map(|c| c.chunks_exact(8).fold([0u64; 8], |mut a, x| {
+                    for i in 0..8 {
+                        a[i] = a[i].wrapping_add(x[i]);
+                    }
+                    a
+                }).iter().sum::<u64>()).sum()
+            });
+            black_box(s);
+            (buf.len() * 8) as f64 / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(samples)
+}
+
+/// Deterministic weights in [-1, 1).
+fn weights_f32(n: usize, k: usize) -> Vec<f32> {
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    (0..n * k)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+struct DecodeResult {
+    id: String,
+    bytes: usize,
+    seconds: f64,
+}
+
+fn bench(c: &mut Criterion) {
+    let threads = threads();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+    let bandwidth = read_bandwidth(&pool, threads);
+    println!("memory read bandwidth ({threads} threads, 1 GiB, median of 7): {:.1} GB/s", bandwidth / 1e9);
+    println!("{}", sparq::isa_report());
+
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |id: &str| filter.is_empty() || filter.iter().any(|f| id.contains(f.as_str()));
+    let cpus: Vec<Cpu> = Isa::available().into_iter().map(|isa| Cpu::with_isa(isa, threads).expect("level")).collect();
+    let mut decode = Vec::new();
+    let mut scratch = Scratch::default();
+
+    for (n, k) in SMOLLM2.into_iter().chain(LLAMA8B) {
+        let ids_for = |dtype: DType| -> Vec<String> {
+            cpus.iter()
+                .flat_map(|cpu| {
+                    let (f, i) = (dtype, cpu.isa());
+                    [format!("matvec/{f}/{i}/{n}x{k}/m1"), format!("matmul/{f}/{i}/{n}x{k}/m128")]
+                })
+                .collect()
+        };
+        if !DType::WEIGHTS.iter().any(|&d| ids_for(d).iter().any(|id| wanted(id))) {
+            continue;
+        }
+        let w_f32 = weights_f32(n, k);
+        for dtype in DType::WEIGHTS {
+            if !ids_for(dtype).iter().any(|id| wanted(id)) {
+                continue;
+            }
+            let bytes = quant::quantize(dtype, &w_f32).expect("quantize");
+            let w = Weights::new(dtype, n, k, &bytes).expect("weights");
+            for m in [1usize, 128] {
+                let x = weights_f32(m, k);
+                let mut y = vec![0f32; m * n];
+                let name = if m == 1 { "matvec" } else { "matmul" };
+                let mut group = c.benchmark_group(format!("{name}/{dtype}"));
+                group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+                group.throughput(if m == 1 { Throughput::Bytes(bytes.len() as u64) } else { Throughput::Elements((2 * m * n * k) as u64) });
+                for cpu in &cpus {
+                    let id = format!("{name}/{dtype}/{}/{n}x{k}/m{m}", cpu.isa());
+                    if !wanted(&id) {
+                        continue;
+                    }
+                    group.bench_function(BenchmarkId::new(cpu.isa().name(), format!("{n}x{k}/m{m}")), |b| {
+                        b.iter(|| cpu.matmul(&w, black_box(&x), m, &mut y, &mut scratch).expect("matmul"))
+                    });
+                    if m == 1 {
+                        let samples = (0..25)
+                            .map(|_| {
+                                let t = Instant::now();
+                                cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul");
+                                t.elapsed().as_secs_f64()
+                            })
+                            .collect();
+                        decode.push(DecodeResult { id, bytes: bytes.len(), seconds: median(samples) });
+                    }
+                }
+                group.finish();
+            }
+        }
+    }
+
+    if !decode.is_empty() {
+        println!("\ndecode (m = 1), {threads} threads, median of 25; read bandwidth {:.1} GB/s", bandwidth / 1e9);
+        println!("{:<44} {:>10} {:>9} {:>8}", "kernel", "µs", "GB/s", "of bw");
+        for r in &decode {
+            let gbs = r.bytes as f64 / r.seconds / 1e9;
+            println!("{:<44} {:>10.1} {:>9.1} {:>7.0}%", r.id, r.seconds * 1e6, gbs, 100.0 * gbs * 1e9 / bandwidth);
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -80,6 +80,8 @@ pub struct Scratch {
     d: Vec<f32>,
     /// (m, k / 32)
     sums: Vec<i32>,
+    /// (m, k / 32)
+    dsums: Vec<f32>,
     /// one per task
     panels: Vec<PanelBuf>,
 }
@@ -163,19 +165,19 @@ impl Cpu {
             return Ok(());
         }
         let kernels = self.kernels;
-        let Scratch { qs, d, sums, panels } = scratch;
+        let Scratch { qs, d, sums, dsums, panels } = scratch;
         let acts = if w.dtype.is_block_quantized() {
             let nb = k / QK;
-            let (qs, d, sums) = (grow(qs, m * k), grow(d, m * nb), grow(sums, m * nb));
-            for r in 0..m {
-                let (q, dr, s) = (&mut qs[r * k..(r + 1) * k], &mut d[r * nb..(r + 1) * nb], &mut sums[r * nb..(r + 1) * nb]);
+            let (qs, d, sums, dsums) = (grow(qs, m * k), grow(d, m * nb), grow(sums, m * nb), grow(dsums, m * nb));
+            let per_block = d.chunks_mut(nb.max(1)).zip(sums.chunks_mut(nb.max(1))).zip(dsums.chunks_mut(nb.max(1)));
+            for ((xr, q), ((dr, s), ds)) in x.chunks(k.max(1)).zip(qs.chunks_mut(k.max(1))).zip(per_block) {
                 // SAFETY: `kernels` came from `Kernels::for_isa`, so its level is supported;
-                // the slices have the lengths the kernel expects (k, k/32, k/32).
-                unsafe { (kernels.quantize_row)(&x[r * k..(r + 1) * k], q, dr, s) };
+                // the slices have the lengths the kernel expects (k, k/32, k/32, k/32).
+                unsafe { (kernels.quantize_row)(xr, q, dr, s, ds) };
             }
-            Acts { m, k, f32s: x, qs, d, sums }
+            Acts { m, k, f32s: x, qs, d, sums, dsums }
         } else {
-            Acts { m, k, f32s: x, qs: &[], d: &[], sums: &[] }
+            Acts { m, k, f32s: x, qs: &[], d: &[], sums: &[], dsums: &[] }
         };
         let rows = WeightRows { bytes: w.bytes, k, row_bytes: w.row_bytes() };
         let idx = w.dtype.index();

@@ -123,8 +123,8 @@ fn env_isa(var: &'static str) -> Result<Option<Isa>> {
     }
 }
 
-/// Quantizes one activation row: `x` (k) → `qs` (k), `d`, `sums` (k / 32).
-pub(crate) type QuantizeFn = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [i32]);
+/// Quantizes one activation row: `x` (k) → `qs` (k), `d`, `sums`, `dsums` (k / 32).
+pub(crate) type QuantizeFn = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [i32], &mut [f32]);
 /// Computes a task's output columns row by row (decode / small m).
 pub(crate) type RowsFn = unsafe fn(WeightRows, Acts, &TaskOut);
 /// Computes a task's output columns through packed panels (prefill).
@@ -177,8 +177,8 @@ macro_rules! isa_entry_points {
             use super::*;
 
             $(#[$attr])*
-            unsafe fn quantize_row(x: &[f32], qs: &mut [i8], d: &mut [f32], sums: &mut [i32]) {
-                quantize::quantize_row($token, x, qs, d, sums)
+            unsafe fn quantize_row(x: &[f32], qs: &mut [i8], d: &mut [f32], sums: &mut [i32], dsums: &mut [f32]) {
+                quantize::quantize_row($token, x, qs, d, sums, dsums)
             }
             $(#[$attr])*
             unsafe fn rows_f32(w: WeightRows, x: Acts, out: &TaskOut) {
@@ -239,7 +239,7 @@ isa_entry_points!(avx2, Isa::Avx2, 8, 4, unsafe { simd::x86::Avx2::new_unchecked
 isa_entry_points!(avx512, Isa::Avx512, 16, 8, unsafe { simd::x86::Avx512::new_unchecked() },
     target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq"));
 #[cfg(target_arch = "x86_64")]
-isa_entry_points!(avx512vnni, Isa::Avx512Vnni, 16, 8, unsafe { simd::x86::Avx512Vnni::new_unchecked() },
+isa_entry_points!(avx512vnni, Isa::Avx512Vnni, 16, 12, unsafe { simd::x86::Avx512Vnni::new_unchecked() },
     target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"));
 
 /// A one-line account of the CPU levels: what is supported and what is selected.

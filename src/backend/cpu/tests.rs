@@ -74,9 +74,12 @@ fn for_each_token(a: &[u8; 64], b: &[i8; 64]) {
 fn quantize_with(isa: Isa, x: &[f32]) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
     let kernels = Kernels::for_isa(isa).expect("available level");
     let nb = x.len() / QK;
-    let (mut qs, mut d, mut sums) = (vec![0i8; x.len()], vec![0f32; nb], vec![0i32; nb]);
-    // SAFETY: `kernels` is for a supported level; lengths are k, k/32, k/32.
-    unsafe { (kernels.quantize_row)(x, &mut qs, &mut d, &mut sums) };
+    let (mut qs, mut d, mut sums, mut dsums) = (vec![0i8; x.len()], vec![0f32; nb], vec![0i32; nb], vec![0f32; nb]);
+    // SAFETY: `kernels` is for a supported level; lengths are k, k/32, k/32, k/32.
+    unsafe { (kernels.quantize_row)(x, &mut qs, &mut d, &mut sums, &mut dsums) };
+    for b in 0..nb {
+        assert_eq!(dsums[b].to_bits(), (d[b] * sums[b] as f32).to_bits());
+    }
     (qs, d, sums)
 }
 

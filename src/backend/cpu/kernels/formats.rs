@@ -3,7 +3,7 @@
 //! those bytes multiply an 8-bit activation block.
 
 use crate::backend::cpu::simd::{head, Simd};
-use crate::quant::{q4_values, BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
+use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use bytemuck::Pod;
 
 /// A plain float weight format (F32, F16, BF16).
@@ -76,8 +76,17 @@ pub(crate) trait QuantFormat {
     fn values<S: Simd>(s: S, b: &Self::Block) -> S::B;
     /// 8 partial sums of `values · x`.
     fn dot<S: Simd>(s: S, w: S::B, x: S::B) -> S::B;
-    /// The block's 32 values as packed-GEMM bytes `q + OFFSET`.
-    fn packed(b: &Self::Block) -> [u8; QK];
+    /// The block's 32 values as packed-GEMM bytes `q + OFFSET`, as 8 little-endian words of 4
+    /// consecutive values.
+    fn packed(b: &Self::Block) -> [u32; QK / 4];
+}
+
+/// A Q4 block's 16 bytes as 8 words of 4 values each: words 0–3 hold the low nibbles
+/// (elements 0–15), words 4–7 the high nibbles (elements 16–31).
+#[inline(always)]
+fn q4_quads(qs: &[u8; QK / 2]) -> [u32; QK / 4] {
+    let word = |j: usize| u32::from_le_bytes([qs[4 * j], qs[4 * j + 1], qs[4 * j + 2], qs[4 * j + 3]]);
+    std::array::from_fn(|j| if j < 4 { word(j) & 0x0f0f_0f0f } else { (word(j - 4) >> 4) & 0x0f0f_0f0f })
 }
 
 pub(crate) struct Q8_0;
@@ -103,8 +112,10 @@ impl QuantFormat for Q8_0 {
         s.bdot_i8(w, x)
     }
     #[inline(always)]
-    fn packed(b: &BlockQ8_0) -> [u8; QK] {
-        b.qs.map(|q| (q as i32 + 128) as u8)
+    fn packed(b: &BlockQ8_0) -> [u32; QK / 4] {
+        // q + 128 as an unsigned byte is q with its top bit flipped.
+        let qs: &[u8; QK] = bytemuck::cast_ref(&b.qs);
+        std::array::from_fn(|j| u32::from_le_bytes([qs[4 * j], qs[4 * j + 1], qs[4 * j + 2], qs[4 * j + 3]]) ^ 0x8080_8080)
     }
 }
 
@@ -126,8 +137,8 @@ impl QuantFormat for Q4_0 {
         s.bdot_i8(w, x)
     }
     #[inline(always)]
-    fn packed(b: &BlockQ4_0) -> [u8; QK] {
-        q4_values(&b.qs)
+    fn packed(b: &BlockQ4_0) -> [u32; QK / 4] {
+        q4_quads(&b.qs)
     }
 }
 
@@ -153,7 +164,7 @@ impl QuantFormat for Q4_1 {
         s.bdot_u7(w, x)
     }
     #[inline(always)]
-    fn packed(b: &BlockQ4_1) -> [u8; QK] {
-        q4_values(&b.qs)
+    fn packed(b: &BlockQ4_1) -> [u32; QK / 4] {
+        q4_quads(&b.qs)
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct Acts<'a> {
     pub d: &'a [f32],
     /// (m, k / 32) Σ of each block's 8-bit values (exact).
     pub sums: &'a [i32],
+    /// (m, k / 32) `d · Σ` per block (ggml's Q8_1 `s`, kept in f32): the weight-min term's factor.
+    pub dsums: &'a [f32],
 }
 
 /// One activation row of the integer path.
@@ -38,6 +40,8 @@ pub(crate) struct QRow<'a> {
     pub d: &'a [f32],
     /// (k / 32)
     pub sums: &'a [i32],
+    /// (k / 32)
+    pub dsums: &'a [f32],
 }
 
 impl<'a> Acts<'a> {
@@ -50,6 +54,7 @@ impl<'a> Acts<'a> {
             qs: &self.qs[r * self.k..(r + 1) * self.k],
             d: &self.d[r * nb..(r + 1) * nb],
             sums: &self.sums[r * nb..(r + 1) * nb],
+            dsums: &self.dsums[r * nb..(r + 1) * nb],
         }
     }
 }

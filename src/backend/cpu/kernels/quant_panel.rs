@@ -3,7 +3,8 @@
 //! The task's weight rows are packed, `LANES` rows at a time, into a *panel* laid out for
 //! `vpdpbusd`: for each block and each group of 4 consecutive k, one vector holds those 4 bytes
 //! of each of the `LANES` rows (`bytes[b][j][lane][4]`, values `q + OFFSET` as unsigned bytes),
-//! plus each row's block scale and min (`d[b][lane]`, `m[b][lane]`, f32).
+//! plus each row's block scale and min (`d[b][lane]`, `m[b][lane]`), kept as the raw f16 bits
+//! of the weights and converted by one vector instruction in the micro-kernel.
 //!
 //! The micro-kernel then broadcasts 4 activation bytes of one row and does one multiply-add
 //! into `LANES` output columns: 8 per block per row, all into one integer accumulator, and only
@@ -15,7 +16,6 @@
 use super::formats::QuantFormat;
 use super::{Acts, QRow, TaskOut, WeightRows};
 use crate::backend::cpu::simd::{head, Simd};
-use crate::quant::float::f16_le;
 use crate::quant::QK;
 
 /// Reusable storage for one packed panel; grows to the largest `k` seen, then stays.
@@ -23,10 +23,10 @@ use crate::quant::QK;
 pub(crate) struct PanelBuf {
     /// (k / 32, 8, LANES, 4)
     bytes: Vec<u8>,
-    /// (k / 32, LANES)
-    d: Vec<f32>,
-    /// (k / 32, LANES)
-    m: Vec<f32>,
+    /// (k / 32, LANES, 2): little-endian f16 scales
+    d: Vec<u8>,
+    /// (k / 32, LANES, 2): little-endian f16 mins
+    m: Vec<u8>,
 }
 
 fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
@@ -36,28 +36,32 @@ fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
 }
 
 /// Packs weight rows `c0 .. c0 + width` (width ≤ lanes) into `buf`; missing rows are zeros.
+#[inline(always)]
 fn pack<Q: QuantFormat>(w: WeightRows, c0: usize, width: usize, lanes: usize, buf: &mut PanelBuf) {
     let nb = w.k / QK;
     grow(&mut buf.bytes, nb * QK * lanes);
-    grow(&mut buf.d, nb * lanes);
-    grow(&mut buf.m, nb * lanes);
+    grow(&mut buf.d, nb * lanes * 2);
+    grow(&mut buf.m, nb * lanes * 2);
     for lane in 0..lanes {
         if lane >= width {
+            // A missing row: scale and min 0, so its (ignored) outputs are 0 whatever the bytes.
             for b in 0..nb {
-                buf.d[b * lanes + lane] = 0.0;
-                buf.m[b * lanes + lane] = 0.0;
+                let at = (b * lanes + lane) * 2;
+                buf.d[at..at + 2].fill(0);
+                buf.m[at..at + 2].fill(0);
             }
             continue;
         }
         let blocks: &[Q::Block] = bytemuck::cast_slice(w.row(c0 + lane));
         for (b, block) in blocks.iter().enumerate() {
-            let vals = Q::packed(block);
-            for (j, quad) in vals.chunks_exact(4).enumerate() {
-                let at = ((b * 8 + j) * lanes + lane) * 4;
-                buf.bytes[at..at + 4].copy_from_slice(quad);
+            let panel = &mut buf.bytes[b * QK * lanes..(b + 1) * QK * lanes];
+            for (j, quad) in Q::packed(block).into_iter().enumerate() {
+                let at = (j * lanes + lane) * 4;
+                panel[at..at + 4].copy_from_slice(&quad.to_le_bytes());
             }
-            buf.d[b * lanes + lane] = f16_le(Q::d(block));
-            buf.m[b * lanes + lane] = f16_le(Q::m(block));
+            let at = (b * lanes + lane) * 2;
+            buf.d[at..at + 2].copy_from_slice(&Q::d(block));
+            buf.m[at..at + 2].copy_from_slice(&Q::m(block));
         }
     }
 }
@@ -76,29 +80,34 @@ fn micro<S: Simd, Q: QuantFormat, const MR: usize>(
 ) {
     let lanes = S::LANES;
     let rows: [QRow; MR] = std::array::from_fn(|i| x.qrow(r0 + i));
+    // Exact-length views: with `b < nb` the compiler drops the per-access bounds checks.
+    let xq: [&[i8]; MR] = std::array::from_fn(|i| &rows[i].qs[..nb * QK]);
+    let xd: [&[f32]; MR] = std::array::from_fn(|i| &rows[i].d[..nb]);
+    let xsum: [&[i32]; MR] = std::array::from_fn(|i| &rows[i].sums[..nb]);
+    let xdsum: [&[f32]; MR] = std::array::from_fn(|i| &rows[i].dsums[..nb]);
+    let (panel, dw_all, mw_all) = (&buf.bytes[..nb * QK * lanes], &buf.d[..nb * lanes * 2], &buf.m[..nb * lanes * 2]);
     let mut acc = [s.zero(); MR];
     for b in 0..nb {
-        let panel = &buf.bytes[b * QK * lanes..(b + 1) * QK * lanes];
-        let xb: [&[i8; QK]; MR] = std::array::from_fn(|i| head(&rows[i].qs[b * QK..]));
+        let wb = &panel[b * QK * lanes..(b + 1) * QK * lanes];
+        let xb: [&[i8; QK]; MR] = std::array::from_fn(|i| head(&xq[i][b * QK..]));
         let mut dots = [s.izero(); MR];
         for j in 0..QK / 4 {
-            let wv = s.iload(&panel[j * 4 * lanes..]);
+            let wv = s.iload(&wb[j * 4 * lanes..]);
             for i in 0..MR {
                 let xv = s.isplat4(&xb[i][4 * j..]);
                 dots[i] = if Q::WIDE { s.dot_u8(dots[i], wv, xv) } else { s.dot_u7(dots[i], wv, xv) };
             }
         }
-        let dw = s.load(&buf.d[b * lanes..]);
-        let mw = if Q::HAS_MIN { s.load(&buf.m[b * lanes..]) } else { s.zero() };
+        let dw = s.load_f16(&dw_all[b * lanes * 2..]);
+        let mw = if Q::HAS_MIN { s.load_f16(&mw_all[b * lanes * 2..]) } else { s.zero() };
         for i in 0..MR {
-            let (dx, sum) = (rows[i].d[b], rows[i].sums[b]);
             let mut dot = dots[i];
             if Q::OFFSET != 0 {
-                dot = s.isub(dot, s.isplat(Q::OFFSET * sum));
+                dot = s.isub(dot, s.isplat(Q::OFFSET * xsum[i][b]));
             }
-            acc[i] = s.mul_add(s.to_f32(dot), s.mul(dw, s.splat(dx)), acc[i]);
+            acc[i] = s.mul_add(s.to_f32(dot), s.mul(dw, s.splat(xd[i][b])), acc[i]);
             if Q::HAS_MIN {
-                acc[i] = s.mul_add(mw, s.splat(dx * sum as f32), acc[i]);
+                acc[i] = s.mul_add(mw, s.splat(xdsum[i][b]), acc[i]);
             }
         }
     }
@@ -128,6 +137,10 @@ pub(crate) fn panels<S: Simd, Q: QuantFormat, const MR: usize>(
         while r0 + MR <= x.m {
             micro::<S, Q, MR>(s, buf, nb, x, r0, c0, width, out);
             r0 += MR;
+        }
+        while r0 + 4 <= x.m {
+            micro::<S, Q, 4>(s, buf, nb, x, r0, c0, width, out);
+            r0 += 4;
         }
         for r in r0..x.m {
             micro::<S, Q, 1>(s, buf, nb, x, r, c0, width, out);

@@ -3,8 +3,8 @@
 //!
 //! Per 32-element block: unpack the weights once, then for each activation row one integer dot
 //! product (8 partial sums), one conversion and one FMA by `d_w · d_x`. Q4_1's min contributes
-//! `m_w · d_x · Σ x_q`, accumulated as a scalar. This is memory-bound at m = 1: the weights are
-//! read exactly once, and the activation row (`k` bytes) stays in L1.
+//! `m_w · d_x · Σ x_q`. At m = 1 this should be memory-bound: the weights are read exactly once,
+//! and the activation row (`k` bytes) stays in L1.
 
 use super::formats::QuantFormat;
 use super::{Acts, QRow, TaskOut, WeightRows};
@@ -14,25 +14,62 @@ use crate::quant::QK;
 /// Activation rows handled per pass over a weight row.
 const GROUP: usize = 4;
 
+/// `R` dot products of one weight row with `R` activation rows.
+///
+/// Blocks go in groups of `LANES`: the group's f16 scales (and mins) are converted by one
+/// vector instruction and multiplied by the activations' block scales in one more, so the
+/// per-block work is just unpack, integer dot, convert, FMA. Q4_1's min term
+/// `Σ m_w · d_x·Σx_q` is one vector FMA per group. Leftover blocks take the same steps one by one.
 #[inline(always)]
 fn dot_rows<S: Simd, Q: QuantFormat, const R: usize>(s: S, w: &[Q::Block], x: [QRow; R]) -> [f32; R] {
+    let (lanes, nb) = (S::LANES, w.len());
+    // Exact-length views: with `b < nb` the compiler drops the per-access bounds checks.
+    let xq: [&[i8]; R] = std::array::from_fn(|r| &x[r].qs[..nb * QK]);
+    let xd: [&[f32]; R] = std::array::from_fn(|r| &x[r].d[..nb]);
+    let xdsum: [&[f32]; R] = std::array::from_fn(|r| &x[r].dsums[..nb]);
+    let block_dot = |b: usize, wv: S::B, r: usize| {
+        let xb: &[u8; QK] = head(bytemuck::cast_slice(&xq[r][b * QK..]));
+        s.btof(Q::dot(s, wv, s.bload(xb)))
+    };
     let mut acc = [s.gzero(); R];
-    let mut mins = [0f32; R];
-    for (b, block) in w.iter().enumerate() {
-        let wv = Q::values(s, block);
-        let dw = s.f16_to_f32(Q::d(block));
-        let mw = if Q::HAS_MIN { s.f16_to_f32(Q::m(block)) } else { 0.0 };
-        for r in 0..R {
-            let xq: &[u8; QK] = head(bytemuck::cast_slice(&x[r].qs[b * QK..]));
-            let dot = Q::dot(s, wv, s.bload(xq));
-            let dx = x[r].d[b];
-            acc[r] = s.gmul_add(s.btof(dot), dw * dx, acc[r]);
+    let mut mins = [s.zero(); R];
+    let groups = nb / lanes;
+    for g in 0..groups {
+        let blocks = &w[g * lanes..(g + 1) * lanes];
+        let (mut d16, mut m16) = ([0u8; 32], [0u8; 32]);
+        for (j, block) in blocks.iter().enumerate() {
+            d16[2 * j..2 * j + 2].copy_from_slice(&Q::d(block));
             if Q::HAS_MIN {
-                mins[r] += mw * (dx * x[r].sums[b] as f32);
+                m16[2 * j..2 * j + 2].copy_from_slice(&Q::m(block));
+            }
+        }
+        let dw = s.load_f16(&d16);
+        let mut scales = [[0f32; 16]; R];
+        for r in 0..R {
+            s.store(s.mul(dw, s.load(&xd[r][g * lanes..])), &mut scales[r]);
+            if Q::HAS_MIN {
+                mins[r] = s.mul_add(s.load_f16(&m16), s.load(&xdsum[r][g * lanes..]), mins[r]);
+            }
+        }
+        for (j, block) in blocks.iter().enumerate() {
+            let wv = Q::values(s, block);
+            for r in 0..R {
+                acc[r] = s.gmul_add(block_dot(g * lanes + j, wv, r), scales[r][j], acc[r]);
             }
         }
     }
-    std::array::from_fn(|r| s.gsum(acc[r]) + mins[r])
+    let mut tail_mins = [0f32; R];
+    for (b, block) in w.iter().enumerate().skip(groups * lanes) {
+        let wv = Q::values(s, block);
+        let dw = s.f16_to_f32(Q::d(block));
+        for r in 0..R {
+            acc[r] = s.gmul_add(block_dot(b, wv, r), dw * xd[r][b], acc[r]);
+            if Q::HAS_MIN {
+                tail_mins[r] += s.f16_to_f32(Q::m(block)) * xdsum[r][b];
+            }
+        }
+    }
+    std::array::from_fn(|r| s.gsum(acc[r]) + (s.sum(mins[r]) + tail_mins[r]))
 }
 
 #[inline(always)]

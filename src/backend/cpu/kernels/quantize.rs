@@ -7,12 +7,13 @@
 use crate::backend::cpu::simd::Simd;
 use crate::quant::QK;
 
-/// Quantizes one row. `x`: (k), `qs`: (k), `d` and `sums`: (k / 32).
+/// Quantizes one row. `x`: (k), `qs`: (k); `d`, `sums` and `dsums` (`d · sum`): (k / 32).
 #[inline(always)]
-pub(crate) fn quantize_row<S: Simd>(s: S, x: &[f32], qs: &mut [i8], d: &mut [f32], sums: &mut [i32]) {
+pub(crate) fn quantize_row<S: Simd>(s: S, x: &[f32], qs: &mut [i8], d: &mut [f32], sums: &mut [i32], dsums: &mut [f32]) {
     let lanes = S::LANES;
     let blocks = x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK));
-    for ((xb, qb), (db, sb)) in blocks.zip(d.iter_mut().zip(sums.iter_mut())) {
+    let scales = d.iter_mut().zip(sums.iter_mut()).zip(dsums.iter_mut());
+    for ((xb, qb), ((db, sb), dsb)) in blocks.zip(scales) {
         let mut amax = s.zero();
         for v in (0..QK).step_by(lanes) {
             amax = s.max(amax, s.abs(s.load(&xb[v..])));
@@ -27,5 +28,6 @@ pub(crate) fn quantize_row<S: Simd>(s: S, x: &[f32], qs: &mut [i8], d: &mut [f32
         }
         *db = half::f16::from_f32(scale).to_f32();
         *sb = s.isum(sum);
+        *dsb = *db * *sb as f32;
     }
 }
