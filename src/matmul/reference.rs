@@ -10,7 +10,7 @@
 //! rounding error (see [`f32_error_bound`]).
 
 use super::Weights;
-use crate::quant::{self, float::f16_le, quantize_q8_ref, BlockQ4_1, QK};
+use crate::quant::{self, float::f16_le, quantize_q8_ref, BlockQ4_0, BlockQ4_1, QK};
 use crate::DType;
 
 /// Reference output: `y` (m × n) and the per-output magnitude `Σ |terms|` (m × n).
@@ -60,24 +60,33 @@ pub fn quantize_activations_ref(x: &[f32]) -> Vec<f32> {
 }
 
 /// `y = x̂ · wᵀ` where `x̂` is [`quantize_activations_ref`]`(x)`: what the integer kernels
-/// compute up to f32 rounding. For Q4_1 the magnitude counts the scale and min parts
-/// separately (`|d·q·x̂| + |m·x̂|`), since the kernel accumulates them separately.
+/// compute up to f32 rounding. For the 4-bit formats the magnitude counts the two parts the
+/// kernels may accumulate separately: `|d·q·x̂|` and `|m·x̂|`, with Q4_0's `m = −8·d`.
 pub fn matmul_q8_f64(w: &Weights, x: &[f32], m: usize) -> RefOutput {
     assert!(w.dtype().is_block_quantized(), "matmul_q8_f64 is for block formats");
     let xq = quantize_activations_ref(x);
     let wf = dequantized(w);
-    let k = w.k();
-    if w.dtype() == DType::Q4_1 {
-        let blocks: &[BlockQ4_1] = bytemuck::cast_slice(w.bytes());
-        let nb = k / QK;
-        product(w, &wf, &xq, m, |c, i, xv| {
-            let b = &blocks[c * nb + i / QK];
-            let (d, mn) = (f16_le(b.d) as f64, f16_le(b.m) as f64);
-            let q = quant::q4_values(&b.qs)[i % QK] as f64;
-            ((d * q).abs() + mn.abs()) * xv.abs()
-        })
-    } else {
-        product(w, &wf, &xq, m, |c, i, xv| (wf[c * k + i] as f64 * xv).abs())
+    let (k, nb) = (w.k(), w.k() / QK);
+    match w.dtype() {
+        DType::Q4_1 => {
+            let blocks: &[BlockQ4_1] = bytemuck::cast_slice(w.bytes());
+            product(w, &wf, &xq, m, |c, i, xv| {
+                let b = &blocks[c * nb + i / QK];
+                let (d, mn) = (f16_le(b.d) as f64, f16_le(b.m) as f64);
+                let q = quant::q4_values(&b.qs)[i % QK] as f64;
+                ((d * q).abs() + mn.abs()) * xv.abs()
+            })
+        }
+        DType::Q4_0 => {
+            let blocks: &[BlockQ4_0] = bytemuck::cast_slice(w.bytes());
+            product(w, &wf, &xq, m, |c, i, xv| {
+                let b = &blocks[c * nb + i / QK];
+                let d = f16_le(b.d).abs() as f64;
+                let q = quant::q4_values(&b.qs)[i % QK] as f64;
+                (d * q + 8.0 * d) * xv.abs()
+            })
+        }
+        _ => product(w, &wf, &xq, m, |c, i, xv| (wf[c * k + i] as f64 * xv).abs()),
     }
 }
 

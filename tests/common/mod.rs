@@ -2,7 +2,7 @@
 //! check against the f64 references.
 #![allow(dead_code)]
 
-use sparq::matmul::reference::{f32_error_bound, matmul_f64, matmul_q8_f64};
+use sparq::matmul::reference::{f32_error_bound, matmul_f64, matmul_q8_f64, RefOutput};
 use sparq::{quant, Cpu, DType, Isa, Scratch, Weights};
 use std::sync::OnceLock;
 
@@ -28,15 +28,25 @@ pub fn values(seed: u64, len: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Runs `cpu.matmul` and checks every output against the reference within the derived bound.
-pub fn check_matmul(cpu: &Cpu, dtype: DType, n: usize, k: usize, m: usize, w_f32: &[f32], x: &[f32]) -> Result<(), String> {
+/// Runs `cpu.matmul` on every given CPU and checks every output against the reference within
+/// the derived bound.
+pub fn check_matmul_on(cpus: &[&Cpu], dtype: DType, n: usize, k: usize, m: usize, w_f32: &[f32], x: &[f32]) -> Result<(), String> {
     let bytes = quant::quantize(dtype, w_f32).map_err(|e| e.to_string())?;
     let w = Weights::new(dtype, n, k, &bytes).map_err(|e| e.to_string())?;
-    let mut y = vec![f32::NAN; m * n];
-    cpu.matmul(&w, x, m, &mut y, &mut Scratch::default()).map_err(|e| e.to_string())?;
     // Integer formats quantize activations by design: compare with the reference that does the
     // same (exact up to f32 rounding); float formats with the plain f64 product.
     let reference = if dtype.is_block_quantized() { matmul_q8_f64(&w, x, m) } else { matmul_f64(&w, x, m) };
+    cpus.iter().try_for_each(|cpu| compare(cpu, &w, x, m, &reference))
+}
+
+pub fn check_matmul(cpu: &Cpu, dtype: DType, n: usize, k: usize, m: usize, w_f32: &[f32], x: &[f32]) -> Result<(), String> {
+    check_matmul_on(&[cpu], dtype, n, k, m, w_f32, x)
+}
+
+fn compare(cpu: &Cpu, w: &Weights, x: &[f32], m: usize, reference: &RefOutput) -> Result<(), String> {
+    let (dtype, n, k) = (w.dtype(), w.n(), w.k());
+    let mut y = vec![f32::NAN; m * n];
+    cpu.matmul(w, x, m, &mut y, &mut Scratch::default()).map_err(|e| e.to_string())?;
     for i in 0..m * n {
         let bound = f32_error_bound(k, reference.magnitude[i]) + 1e-30;
         let err = (y[i] as f64 - reference.y[i]).abs();

@@ -194,15 +194,15 @@ macro_rules! isa_entry_points {
             }
             $(#[$attr])*
             unsafe fn rows_q8_0(w: WeightRows, x: Acts, out: &TaskOut) {
-                quant_rows::rows::<_, Q8_0>($token, w, x, out)
+                quant_rows::rows::<_, Q8_0, quant_rows::BlockPath>($token, w, x, out)
             }
             $(#[$attr])*
             unsafe fn rows_q4_0(w: WeightRows, x: Acts, out: &TaskOut) {
-                quant_rows::rows::<_, Q4_0>($token, w, x, out)
+                quant_rows::rows::<_, Q4_0, quant_rows::WidePath>($token, w, x, out)
             }
             $(#[$attr])*
             unsafe fn rows_q4_1(w: WeightRows, x: Acts, out: &TaskOut) {
-                quant_rows::rows::<_, Q4_1>($token, w, x, out)
+                quant_rows::rows::<_, Q4_1, quant_rows::WidePath>($token, w, x, out)
             }
             $(#[$attr])*
             unsafe fn panels_q8_0(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {

@@ -168,3 +168,23 @@ impl QuantFormat for Q4_1 {
         q4_quads(&b.qs)
     }
 }
+
+/// The 4-bit formats, which the row kernel unpacks a full vector at a time (as unsigned `q`;
+/// Q4_0's `−8` then rides on the weight-min term, see `quant_rows`).
+pub(crate) trait Q4Format: QuantFormat {
+    fn qs(b: &Self::Block) -> &[u8; QK / 2];
+}
+
+impl Q4Format for Q4_0 {
+    #[inline(always)]
+    fn qs(b: &BlockQ4_0) -> &[u8; QK / 2] {
+        &b.qs
+    }
+}
+
+impl Q4Format for Q4_1 {
+    #[inline(always)]
+    fn qs(b: &BlockQ4_1) -> &[u8; QK / 2] {
+        &b.qs
+    }
+}

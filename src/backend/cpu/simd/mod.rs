@@ -72,6 +72,13 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     /// `acc + Σ₄ a·b` per lane: `a` any unsigned byte, `b` signed bytes.
     fn dot_u8(self, acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
 
+    // ---- `LANES / 8` consecutive quant blocks per full-width vector ----
+    /// Unpacks the 16 nibble bytes of each of the first `LANES / 8` blocks in `qs` into their 32
+    /// values (low nibbles, then high, block after block), each `0..=15`.
+    fn nibbles(self, qs: [&[u8; 16]; 2]) -> Self::I;
+    /// Each of the first `LANES / 8` values of `s` repeated over 8 lanes (one block's partial sums).
+    fn block_scales(self, s: &[f32]) -> Self::F;
+
     // ---- one 32-element quant block ----
     fn bload(self, x: &[u8; 32]) -> Self::B;
     /// Unpacks a Q4 block's 16 bytes into its 32 values (low nibbles, then high), each `0..=15`.

@@ -127,6 +127,15 @@ impl Simd for Portable {
     }
 
     #[inline(always)]
+    fn nibbles(self, qs: [&[u8; 16]; 2]) -> i32x8 {
+        self.bnibbles(qs[0])
+    }
+    #[inline(always)]
+    fn block_scales(self, s: &[f32]) -> f32x8 {
+        f32x8::splat(s[0])
+    }
+
+    #[inline(always)]
     fn bload(self, x: &[u8; 32]) -> i32x8 {
         self.iload(x)
     }

@@ -135,6 +135,15 @@ impl Simd for Scalar {
     }
 
     #[inline(always)]
+    fn nibbles(self, qs: [&[u8; 16]; 2]) -> I8 {
+        self.bnibbles(qs[0])
+    }
+    #[inline(always)]
+    fn block_scales(self, s: &[f32]) -> F8 {
+        [s[0]; 8]
+    }
+
+    #[inline(always)]
     fn bload(self, x: &[u8; 32]) -> I8 {
         self.iload(x)
     }

@@ -107,7 +107,9 @@ mod ymm {
     }
     #[inline(always)]
     pub unsafe fn f16_to_f32(h: [u8; 2]) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(h) as i32)))
+        // `set1`, not `cvtsi32_si128`: the latter may become an insert into a live register,
+        // chaining every conversion to whatever last wrote it (seen: the FMA accumulator).
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(h))))
     }
     #[inline(always)]
     pub unsafe fn splat4(x: &[i8]) -> i32 {
@@ -260,6 +262,15 @@ impl Simd for Avx2 {
     fn dot_u8(self, acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: token ⇒ AVX2.
         unsafe { ymm::dot_u8(acc, a, b) }
+    }
+
+    #[inline(always)]
+    fn nibbles(self, qs: [&[u8; 16]; 2]) -> __m256i {
+        self.bnibbles(qs[0])
+    }
+    #[inline(always)]
+    fn block_scales(self, s: &[f32]) -> __m256 {
+        self.splat(s[0])
     }
 
     #[inline(always)]
@@ -472,6 +483,25 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
                 _mm512_add_epi32(acc, sum)
             }
         }
+    }
+
+    #[inline(always)]
+    fn nibbles(self, qs: [&[u8; 16]; 2]) -> __m512i {
+        // SAFETY: token ⇒ AVX-512F/BW; each `qs[i]` is exactly the 16 bytes loaded.
+        unsafe {
+            // [qs0, qs0, qs1, qs1] by 128-bit lane, then lanes 1 and 3 shifted to their high nibbles.
+            let lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(qs[0].as_ptr().cast()));
+            let hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(qs[1].as_ptr().cast()));
+            let both = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            let shifted = _mm512_srlv_epi64(both, _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0));
+            _mm512_and_si512(shifted, _mm512_set1_epi8(0x0f))
+        }
+    }
+    #[inline(always)]
+    fn block_scales(self, s: &[f32]) -> __m512 {
+        let s: &[f32; 2] = head(s);
+        // SAFETY: token ⇒ AVX-512F/DQ.
+        unsafe { _mm512_insertf32x8(_mm512_set1_ps(s[0]), _mm256_set1_ps(s[1]), 1) }
     }
 
     #[inline(always)]
