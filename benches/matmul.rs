@@ -6,7 +6,9 @@
 //! Ids: `matvec/<format>/<isa>/<n>x<k>/m1` and `matmul/<format>/<isa>/<n>x<k>/m128`.
 //!
 //! The same run first measures this machine's memory read bandwidth with the same thread count,
-//! and ends with a table of each decode kernel's median GB/s as a fraction of it.
+//! and ends with a table of each decode kernel's median GB/s as a fraction of it. Decode runs
+//! rotate through copies of the weights totalling ≥ 256 MiB (8× this machine's L3), so every
+//! call streams its matrix from DRAM, as each matrix does in a real decode step.
 //! `SPARQ_BENCH_THREADS` sets the thread count (default 2).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -17,6 +19,8 @@ use std::time::{Duration, Instant};
 
 const SMOLLM2: [(usize, usize); 5] = [(576, 576), (192, 576), (1536, 576), (576, 1536), (49152, 576)];
 const LLAMA8B: [(usize, usize); 2] = [(4096, 4096), (14336, 4096)];
+/// Total size of the rotated weight copies in decode benchmarks.
+const COLD_BYTES: usize = 256 << 20;
 
 fn threads() -> usize {
     std::env::var("SPARQ_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
@@ -27,21 +31,55 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// XOR-folds a buffer with 8 independent 64-byte accumulators: the cheapest possible use of
+/// every byte, so the loop is bound by loads arriving, not by arithmetic.
+#[inline(always)]
+fn fold(c: &[u64]) -> u64 {
+    let mut acc = [0u64; 64];
+    for chunk in c.chunks_exact(64) {
+        for i in 0..64 {
+            acc[i] ^= chunk[i];
+        }
+    }
+    acc.iter().fold(0, |a, b| a ^ b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fold_avx512(c: &[u64]) -> u64 {
+    fold(c)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn fold_avx2(c: &[u64]) -> u64 {
+    fold(c)
+}
+
+/// `fold` compiled for the widest loads this CPU has.
+fn fold_widest(c: &[u64]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F detected just above.
+            return unsafe { fold_avx512(c) };
+        }
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 detected just above.
+            return unsafe { fold_avx2(c) };
+        }
+    }
+    fold(c)
+}
+
 /// Median read bandwidth (bytes/s) over a 1 GiB buffer split across `threads` threads.
 fn read_bandwidth(pool: &rayon::ThreadPool, threads: usize) -> f64 {
-    let buf = vec![1u64; (1 << 30) / 8];
+    let buf: Vec<u64> = (0..(1u64 << 30) / 8).collect();
     let chunk = buf.len().div_ceil(threads);
-    let samples = (0..7)
+    let samples = (0..9)
         .map(|_| {
             let t = Instant::now();
-            let s: u64 = pool.install(|| {
-                buf.par_chunks(chunk).map(|c| c.chunks_exact(8).fold([0u64; 8], |mut a, x| {
-                    for i in 0..8 {
-                        a[i] = a[i].wrapping_add(x[i]);
-                    }
-                    a
-                }).iter().sum::<u64>()).sum()
-            });
+            let s: u64 = pool.install(|| buf.par_chunks(chunk).map(fold_widest).reduce(|| 0, |a, b| a ^ b));
             black_box(s);
             (buf.len() * 8) as f64 / t.elapsed().as_secs_f64()
         })
@@ -72,7 +110,7 @@ fn bench(c: &mut Criterion) {
     let threads = threads();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
     let bandwidth = read_bandwidth(&pool, threads);
-    println!("memory read bandwidth ({threads} threads, 1 GiB, median of 7): {:.1} GB/s", bandwidth / 1e9);
+    println!("memory read bandwidth ({threads} threads, 1 GiB, median of 9): {:.1} GB/s", bandwidth / 1e9);
     println!("{}", sparq::isa_report());
 
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
@@ -99,6 +137,13 @@ fn bench(c: &mut Criterion) {
                 continue;
             }
             let bytes = quant::quantize(dtype, &w_f32).expect("quantize");
+            // Decode: enough copies that each call finds its weights evicted from every cache.
+            let copies: Vec<Vec<u8>> = (0..COLD_BYTES.div_ceil(bytes.len())).map(|_| bytes.clone()).collect();
+            let mut next = 0usize;
+            let mut cold = || {
+                next = (next + 1) % copies.len();
+                Weights::new(dtype, n, k, &copies[next]).expect("weights")
+            };
             let w = Weights::new(dtype, n, k, &bytes).expect("weights");
             for m in [1usize, 128] {
                 let x = weights_f32(m, k);
@@ -113,11 +158,16 @@ fn bench(c: &mut Criterion) {
                         continue;
                     }
                     group.bench_function(BenchmarkId::new(cpu.isa().name(), format!("{n}x{k}/m{m}")), |b| {
-                        b.iter(|| cpu.matmul(&w, black_box(&x), m, &mut y, &mut scratch).expect("matmul"))
+                        if m == 1 {
+                            b.iter(|| cpu.matmul(&cold(), black_box(&x), m, &mut y, &mut scratch).expect("matmul"))
+                        } else {
+                            b.iter(|| cpu.matmul(&w, black_box(&x), m, &mut y, &mut scratch).expect("matmul"))
+                        }
                     });
                     if m == 1 {
                         let samples = (0..25)
                             .map(|_| {
+                                let w = cold();
                                 let t = Instant::now();
                                 cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul");
                                 t.elapsed().as_secs_f64()
@@ -132,7 +182,7 @@ fn bench(c: &mut Criterion) {
     }
 
     if !decode.is_empty() {
-        println!("\ndecode (m = 1), {threads} threads, median of 25; read bandwidth {:.1} GB/s", bandwidth / 1e9);
+        println!("\ndecode (m = 1, weights cold), {threads} threads, median of 25; read bandwidth {:.1} GB/s", bandwidth / 1e9);
         println!("{:<44} {:>10} {:>9} {:>8}", "kernel", "µs", "GB/s", "of bw");
         for r in &decode {
             let gbs = r.bytes as f64 / r.seconds / 1e9;

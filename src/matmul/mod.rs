@@ -11,7 +11,7 @@
 pub mod reference;
 
 use crate::backend::cpu::kernels::quant_panel::PanelBuf;
-use crate::backend::cpu::kernels::{Acts, Output, WeightRows};
+use crate::backend::cpu::kernels::{Acts, BlockScales, Output, WeightRows};
 use crate::backend::cpu::{Isa, Kernels};
 use crate::error::shape_err;
 use crate::quant::QK;
@@ -82,6 +82,8 @@ pub struct Scratch {
     sums: Vec<i32>,
     /// (m, k / 32)
     dsums: Vec<f32>,
+    /// (k / 32, m)
+    by_block: Vec<BlockScales>,
     /// one per task
     panels: Vec<PanelBuf>,
 }
@@ -165,7 +167,10 @@ impl Cpu {
             return Ok(());
         }
         let kernels = self.kernels;
-        let Scratch { qs, d, sums, dsums, panels } = scratch;
+        let idx = w.dtype.index();
+        let panel_fn = kernels.panels[idx].filter(|_| m >= PANEL_MIN_M);
+        let rows_fn = kernels.rows[idx].ok_or(Error::Unsupported { op: OP, dtype: w.dtype })?;
+        let Scratch { qs, d, sums, dsums, by_block, panels } = scratch;
         let acts = if w.dtype.is_block_quantized() {
             let nb = k / QK;
             let (qs, d, sums, dsums) = (grow(qs, m * k), grow(d, m * nb), grow(sums, m * nb), grow(dsums, m * nb));
@@ -175,14 +180,21 @@ impl Cpu {
                 // the slices have the lengths the kernel expects (k, k/32, k/32, k/32).
                 unsafe { (kernels.quantize_row)(xr, q, dr, s, ds) };
             }
-            Acts { m, k, f32s: x, qs, d, sums, dsums }
+            let by_block = if panel_fn.is_some() {
+                let by_block = grow(by_block, nb * m);
+                for (i, t) in by_block.iter_mut().enumerate() {
+                    let (b, r) = (i / m, i % m);
+                    *t = BlockScales { d: d[r * nb + b], dsum: dsums[r * nb + b], sum: sums[r * nb + b] };
+                }
+                &by_block[..]
+            } else {
+                &[]
+            };
+            Acts { m, k, f32s: x, qs, d, sums, dsums, by_block }
         } else {
-            Acts { m, k, f32s: x, qs: &[], d: &[], sums: &[], dsums: &[] }
+            Acts { m, k, f32s: x, qs: &[], d: &[], sums: &[], dsums: &[], by_block: &[] }
         };
         let rows = WeightRows { bytes: w.bytes, k, row_bytes: w.row_bytes() };
-        let idx = w.dtype.index();
-        let panel_fn = kernels.panels[idx].filter(|_| m >= PANEL_MIN_M);
-        let rows_fn = kernels.rows[idx].ok_or(Error::Unsupported { op: OP, dtype: w.dtype })?;
 
         // Contiguous column ranges, one per thread, aligned to the panel width when packing.
         let unit = if panel_fn.is_some() { kernels.lanes } else { 1 };

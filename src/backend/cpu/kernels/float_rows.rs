@@ -22,7 +22,12 @@ fn tile<S: Simd, W: FloatFormat, const R: usize, const C: usize>(
     let mut acc = [[s.zero(); C]; R];
     let body = k - k % S::LANES;
     for i in (0..body).step_by(S::LANES) {
-        let wv: [S::F; C] = std::array::from_fn(|c| W::load(s, &w[c][i * W::BYTES..]));
+        // Plain loops, not `array::from_fn`: its closure is not always inlined into the
+        // `#[target_feature]` caller, and then every vector round-trips through the stack.
+        let mut wv = [s.zero(); C];
+        for c in 0..C {
+            wv[c] = W::load(s, &w[c][i * W::BYTES..]);
+        }
         for r in 0..R {
             let xv = s.load(&x[r][i..]);
             for c in 0..C {

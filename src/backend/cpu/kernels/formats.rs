@@ -79,6 +79,23 @@ pub(crate) trait QuantFormat {
     /// The block's 32 values as packed-GEMM bytes `q + OFFSET`, as 8 little-endian words of 4
     /// consecutive values.
     fn packed(b: &Self::Block) -> [u32; QK / 4];
+    /// The same for one block of each of `LANES` rows at once: `x` starts at row 0's block and
+    /// rows are `stride` bytes apart; vector `j` holds word `j` of every row.
+    fn packed_lanes<S: Simd>(s: S, x: &[u8], stride: usize) -> [S::I; QK / 4];
+}
+
+/// `packed_lanes` for the Q4 formats, whose 16 nibble bytes end the block.
+#[inline(always)]
+fn q4_packed_lanes<S: Simd, B>(s: S, x: &[u8], stride: usize) -> [S::I; QK / 4] {
+    let qs = size_of::<B>() - QK / 2;
+    let mask = s.isplat(0x0f0f_0f0f);
+    let mut out = [s.izero(); QK / 4];
+    for j in 0..4 {
+        let v = s.gather4(&x[qs + 4 * j..], stride);
+        out[j] = s.iand(v, mask);
+        out[j + 4] = s.iand(s.ishr(v, 4), mask);
+    }
+    out
 }
 
 /// A Q4 block's 16 bytes as 8 words of 4 values each: words 0–3 hold the low nibbles
@@ -117,6 +134,15 @@ impl QuantFormat for Q8_0 {
         let qs: &[u8; QK] = bytemuck::cast_ref(&b.qs);
         std::array::from_fn(|j| u32::from_le_bytes([qs[4 * j], qs[4 * j + 1], qs[4 * j + 2], qs[4 * j + 3]]) ^ 0x8080_8080)
     }
+    #[inline(always)]
+    fn packed_lanes<S: Simd>(s: S, x: &[u8], stride: usize) -> [S::I; QK / 4] {
+        let flip = s.isplat(0x8080_8080u32 as i32);
+        let mut out = [s.izero(); QK / 4];
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = s.ixor(s.gather4(&x[2 + 4 * j..], stride), flip);
+        }
+        out
+    }
 }
 
 impl QuantFormat for Q4_0 {
@@ -139,6 +165,10 @@ impl QuantFormat for Q4_0 {
     #[inline(always)]
     fn packed(b: &BlockQ4_0) -> [u32; QK / 4] {
         q4_quads(&b.qs)
+    }
+    #[inline(always)]
+    fn packed_lanes<S: Simd>(s: S, x: &[u8], stride: usize) -> [S::I; QK / 4] {
+        q4_packed_lanes::<S, BlockQ4_0>(s, x, stride)
     }
 }
 
@@ -166,6 +196,10 @@ impl QuantFormat for Q4_1 {
     #[inline(always)]
     fn packed(b: &BlockQ4_1) -> [u32; QK / 4] {
         q4_quads(&b.qs)
+    }
+    #[inline(always)]
+    fn packed_lanes<S: Simd>(s: S, x: &[u8], stride: usize) -> [S::I; QK / 4] {
+        q4_packed_lanes::<S, BlockQ4_1>(s, x, stride)
     }
 }
 

@@ -29,6 +29,17 @@ pub(crate) struct Acts<'a> {
     pub sums: &'a [i32],
     /// (m, k / 32) `d · Σ` per block (ggml's Q8_1 `s`, kept in f32): the weight-min term's factor.
     pub dsums: &'a [f32],
+    /// (k / 32, m) the same three per block, block-major, for the packed GEMM (whose micro-tile
+    /// reads one block of several rows at a time); empty on the row paths.
+    pub by_block: &'a [BlockScales],
+}
+
+/// One activation block's scale, sum and scaled sum.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BlockScales {
+    pub d: f32,
+    pub dsum: f32,
+    pub sum: i32,
 }
 
 /// One activation row of the integer path.
@@ -38,8 +49,6 @@ pub(crate) struct QRow<'a> {
     pub qs: &'a [i8],
     /// (k / 32)
     pub d: &'a [f32],
-    /// (k / 32)
-    pub sums: &'a [i32],
     /// (k / 32)
     pub dsums: &'a [f32],
 }
@@ -53,7 +62,6 @@ impl<'a> Acts<'a> {
         QRow {
             qs: &self.qs[r * self.k..(r + 1) * self.k],
             d: &self.d[r * nb..(r + 1) * nb],
-            sums: &self.sums[r * nb..(r + 1) * nb],
             dsums: &self.dsums[r * nb..(r + 1) * nb],
         }
     }

@@ -3,8 +3,9 @@
 //! The task's weight rows are packed, `LANES` rows at a time, into a *panel* laid out for
 //! `vpdpbusd`: for each block and each group of 4 consecutive k, one vector holds those 4 bytes
 //! of each of the `LANES` rows (`bytes[b][j][lane][4]`, values `q + OFFSET` as unsigned bytes),
-//! plus each row's block scale and min (`d[b][lane]`, `m[b][lane]`), kept as the raw f16 bits
-//! of the weights and converted by one vector instruction in the micro-kernel.
+//! plus each row's block scale and min (`d[b][lane]`, `m[b][lane]`, f32). A full panel is
+//! packed with one gather per 4-byte word of a block (`LANES` rows at once); the last, partial
+//! panel of a task word by word.
 //!
 //! The micro-kernel then broadcasts 4 activation bytes of one row and does one multiply-add
 //! into `LANES` output columns: 8 per block per row, all into one integer accumulator, and only
@@ -14,8 +15,9 @@
 //! Packing costs one pass over the task's weights per call; it is amortized over all `m` rows.
 
 use super::formats::QuantFormat;
-use super::{Acts, QRow, TaskOut, WeightRows};
+use super::{Acts, BlockScales, TaskOut, WeightRows};
 use crate::backend::cpu::simd::{head, Simd};
+use crate::quant::float::f16_le;
 use crate::quant::QK;
 
 /// Reusable storage for one packed panel; grows to the largest `k` seen, then stays.
@@ -23,10 +25,10 @@ use crate::quant::QK;
 pub(crate) struct PanelBuf {
     /// (k / 32, 8, LANES, 4)
     bytes: Vec<u8>,
-    /// (k / 32, LANES, 2): little-endian f16 scales
-    d: Vec<u8>,
-    /// (k / 32, LANES, 2): little-endian f16 mins
-    m: Vec<u8>,
+    /// (k / 32, LANES)
+    d: Vec<f32>,
+    /// (k / 32, LANES)
+    m: Vec<f32>,
 }
 
 fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
@@ -37,18 +39,34 @@ fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
 
 /// Packs weight rows `c0 .. c0 + width` (width ≤ lanes) into `buf`; missing rows are zeros.
 #[inline(always)]
-fn pack<Q: QuantFormat>(w: WeightRows, c0: usize, width: usize, lanes: usize, buf: &mut PanelBuf) {
-    let nb = w.k / QK;
+fn pack<S: Simd, Q: QuantFormat>(s: S, w: WeightRows, c0: usize, width: usize, buf: &mut PanelBuf) {
+    let (lanes, nb, block_bytes) = (S::LANES, w.k / QK, size_of::<Q::Block>());
     grow(&mut buf.bytes, nb * QK * lanes);
-    grow(&mut buf.d, nb * lanes * 2);
-    grow(&mut buf.m, nb * lanes * 2);
+    grow(&mut buf.d, nb * lanes);
+    grow(&mut buf.m, nb * lanes);
+    if width == lanes {
+        let rows = &w.bytes[c0 * w.row_bytes..(c0 + lanes) * w.row_bytes];
+        for b in 0..nb {
+            let x = &rows[b * block_bytes..];
+            let panel = &mut buf.bytes[b * QK * lanes..(b + 1) * QK * lanes];
+            for (j, v) in Q::packed_lanes(s, x, w.row_bytes).into_iter().enumerate() {
+                s.istore(v, &mut panel[j * 4 * lanes..]);
+            }
+            // d (and Q4_1's m right after it) from one 4-byte gather at the block's start.
+            let dm = s.gather4(x, w.row_bytes);
+            s.store(s.half_to_f32(dm), &mut buf.d[b * lanes..]);
+            if Q::HAS_MIN {
+                s.store(s.half_to_f32(s.ishr(dm, 16)), &mut buf.m[b * lanes..]);
+            }
+        }
+        return;
+    }
     for lane in 0..lanes {
         if lane >= width {
             // A missing row: scale and min 0, so its (ignored) outputs are 0 whatever the bytes.
             for b in 0..nb {
-                let at = (b * lanes + lane) * 2;
-                buf.d[at..at + 2].fill(0);
-                buf.m[at..at + 2].fill(0);
+                buf.d[b * lanes + lane] = 0.0;
+                buf.m[b * lanes + lane] = 0.0;
             }
             continue;
         }
@@ -59,9 +77,8 @@ fn pack<Q: QuantFormat>(w: WeightRows, c0: usize, width: usize, lanes: usize, bu
                 let at = (j * lanes + lane) * 4;
                 panel[at..at + 4].copy_from_slice(&quad.to_le_bytes());
             }
-            let at = (b * lanes + lane) * 2;
-            buf.d[at..at + 2].copy_from_slice(&Q::d(block));
-            buf.m[at..at + 2].copy_from_slice(&Q::m(block));
+            buf.d[b * lanes + lane] = f16_le(Q::d(block));
+            buf.m[b * lanes + lane] = f16_le(Q::m(block));
         }
     }
 }
@@ -79,17 +96,22 @@ fn micro<S: Simd, Q: QuantFormat, const MR: usize>(
     out: &TaskOut,
 ) {
     let lanes = S::LANES;
-    let rows: [QRow; MR] = std::array::from_fn(|i| x.qrow(r0 + i));
     // Exact-length views: with `b < nb` the compiler drops the per-access bounds checks.
-    let xq: [&[i8]; MR] = std::array::from_fn(|i| &rows[i].qs[..nb * QK]);
-    let xd: [&[f32]; MR] = std::array::from_fn(|i| &rows[i].d[..nb]);
-    let xsum: [&[i32]; MR] = std::array::from_fn(|i| &rows[i].sums[..nb]);
-    let xdsum: [&[f32]; MR] = std::array::from_fn(|i| &rows[i].dsums[..nb]);
-    let (panel, dw_all, mw_all) = (&buf.bytes[..nb * QK * lanes], &buf.d[..nb * lanes * 2], &buf.m[..nb * lanes * 2]);
+    let mut xq: [&[i8]; MR] = [&[]; MR];
+    for i in 0..MR {
+        xq[i] = &x.qrow(r0 + i).qs[..nb * QK];
+    }
+    let (panel, dw_all, mw_all) = (&buf.bytes[..nb * QK * lanes], &buf.d[..nb * lanes], &buf.m[..nb * lanes]);
     let mut acc = [s.zero(); MR];
     for b in 0..nb {
         let wb = &panel[b * QK * lanes..(b + 1) * QK * lanes];
-        let xb: [&[i8; QK]; MR] = std::array::from_fn(|i| head(&xq[i][b * QK..]));
+        // Fixed-size views: offsets into them are constants, so each broadcast folds into the
+        // multiply-add's memory operand with no bounds check.
+        let mut xb: [&[i8; QK]; MR] = [&[0; QK]; MR];
+        for i in 0..MR {
+            xb[i] = head(&xq[i][b * QK..]);
+        }
+        let scales: &[BlockScales; MR] = head(&x.by_block[b * x.m + r0..]);
         let mut dots = [s.izero(); MR];
         for j in 0..QK / 4 {
             let wv = s.iload(&wb[j * 4 * lanes..]);
@@ -98,16 +120,16 @@ fn micro<S: Simd, Q: QuantFormat, const MR: usize>(
                 dots[i] = if Q::WIDE { s.dot_u8(dots[i], wv, xv) } else { s.dot_u7(dots[i], wv, xv) };
             }
         }
-        let dw = s.load_f16(&dw_all[b * lanes * 2..]);
-        let mw = if Q::HAS_MIN { s.load_f16(&mw_all[b * lanes * 2..]) } else { s.zero() };
+        let dw = s.load(&dw_all[b * lanes..]);
+        let mw = if Q::HAS_MIN { s.load(&mw_all[b * lanes..]) } else { s.zero() };
         for i in 0..MR {
             let mut dot = dots[i];
             if Q::OFFSET != 0 {
-                dot = s.isub(dot, s.isplat(Q::OFFSET * xsum[i][b]));
+                dot = s.isub(dot, s.isplat(Q::OFFSET * scales[i].sum));
             }
-            acc[i] = s.mul_add(s.to_f32(dot), s.mul(dw, s.splat(xd[i][b])), acc[i]);
+            acc[i] = s.mul_add(s.to_f32(dot), s.mul(dw, s.splat(scales[i].d)), acc[i]);
             if Q::HAS_MIN {
-                acc[i] = s.mul_add(mw, s.splat(xdsum[i][b]), acc[i]);
+                acc[i] = s.mul_add(mw, s.splat(scales[i].dsum), acc[i]);
             }
         }
     }
@@ -132,7 +154,7 @@ pub(crate) fn panels<S: Simd, Q: QuantFormat, const MR: usize>(
     let cols = out.cols();
     for c0 in cols.clone().step_by(lanes) {
         let width = lanes.min(cols.end - c0);
-        pack::<Q>(w, c0, width, lanes, buf);
+        pack::<S, Q>(s, w, c0, width, buf);
         let mut r0 = 0;
         while r0 + MR <= x.m {
             micro::<S, Q, MR>(s, buf, nb, x, r0, c0, width, out);

@@ -60,6 +60,17 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     /// The 4 bytes `x[0..4]` broadcast to every lane.
     fn isplat4(self, x: &[i8]) -> Self::I;
     fn iadd(self, a: Self::I, b: Self::I) -> Self::I;
+    fn iand(self, a: Self::I, b: Self::I) -> Self::I;
+    fn ixor(self, a: Self::I, b: Self::I) -> Self::I;
+    /// Logical right shift of each 32-bit lane.
+    fn ishr(self, a: Self::I, bits: u32) -> Self::I;
+    /// Lane `l` = the little-endian u32 at `x[l · stride ..]`, for `l < LANES` (one 4-byte
+    /// group from each of `LANES` rows). Panics unless `x` holds all of them.
+    fn gather4(self, x: &[u8], stride: usize) -> Self::I;
+    /// Stores the `4 · LANES` bytes of `v`.
+    fn istore(self, v: Self::I, out: &mut [u8]);
+    /// The low 16 bits of each lane as an f16, widened to f32.
+    fn half_to_f32(self, v: Self::I) -> Self::F;
     fn isub(self, a: Self::I, b: Self::I) -> Self::I;
     fn isum(self, v: Self::I) -> i32;
     fn to_f32(self, v: Self::I) -> Self::F;

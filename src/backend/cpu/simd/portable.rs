@@ -97,6 +97,30 @@ impl Simd for Portable {
         a + b
     }
     #[inline(always)]
+    fn iand(self, a: i32x8, b: i32x8) -> i32x8 {
+        a & b
+    }
+    #[inline(always)]
+    fn ixor(self, a: i32x8, b: i32x8) -> i32x8 {
+        a ^ b
+    }
+    #[inline(always)]
+    fn ishr(self, a: i32x8, bits: u32) -> i32x8 {
+        i32x8::new(Scalar.ishr(arr(a), bits))
+    }
+    #[inline(always)]
+    fn gather4(self, x: &[u8], stride: usize) -> i32x8 {
+        i32x8::new(Scalar.gather4(x, stride))
+    }
+    #[inline(always)]
+    fn istore(self, v: i32x8, out: &mut [u8]) {
+        Scalar.istore(arr(v), out)
+    }
+    #[inline(always)]
+    fn half_to_f32(self, v: i32x8) -> f32x8 {
+        f32x8::new(Scalar.half_to_f32(arr(v)))
+    }
+    #[inline(always)]
     fn isub(self, a: i32x8, b: i32x8) -> i32x8 {
         a - b
     }

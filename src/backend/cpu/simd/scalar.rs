@@ -104,6 +104,32 @@ impl Simd for Scalar {
         std::array::from_fn(|i| a[i] + b[i])
     }
     #[inline(always)]
+    fn iand(self, a: I8, b: I8) -> I8 {
+        std::array::from_fn(|i| a[i] & b[i])
+    }
+    #[inline(always)]
+    fn ixor(self, a: I8, b: I8) -> I8 {
+        std::array::from_fn(|i| a[i] ^ b[i])
+    }
+    #[inline(always)]
+    fn ishr(self, a: I8, bits: u32) -> I8 {
+        a.map(|v| ((v as u32) >> bits) as i32)
+    }
+    #[inline(always)]
+    fn gather4(self, x: &[u8], stride: usize) -> I8 {
+        std::array::from_fn(|l| i32::from_le_bytes(*head(&x[l * stride..])))
+    }
+    #[inline(always)]
+    fn istore(self, v: I8, out: &mut [u8]) {
+        for (o, x) in out[..32].chunks_exact_mut(4).zip(v) {
+            o.copy_from_slice(&x.to_le_bytes());
+        }
+    }
+    #[inline(always)]
+    fn half_to_f32(self, v: I8) -> F8 {
+        v.map(|h| f16_bits_to_f32(h as u16))
+    }
+    #[inline(always)]
     fn isub(self, a: I8, b: I8) -> I8 {
         std::array::from_fn(|i| a[i] - b[i])
     }

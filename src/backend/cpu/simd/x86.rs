@@ -111,6 +111,12 @@ mod ymm {
         // chaining every conversion to whatever last wrote it (seen: the FMA accumulator).
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(h))))
     }
+    /// Checks that `x` holds `lanes` u32 at `stride` and that the offsets fit i32.
+    #[inline(always)]
+    pub fn gather_bounds(x: &[u8], stride: usize, lanes: usize) -> i32 {
+        assert!((lanes - 1) * stride + 4 <= x.len() && stride <= (i32::MAX as usize) / lanes);
+        stride as i32
+    }
     #[inline(always)]
     pub unsafe fn splat4(x: &[i8]) -> i32 {
         i32::from_le_bytes([x[0] as u8, x[1] as u8, x[2] as u8, x[3] as u8])
@@ -219,6 +225,46 @@ impl Simd for Avx2 {
     fn iadd(self, a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: token ⇒ AVX2.
         unsafe { _mm256_add_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn iand(self, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_and_si256(a, b) }
+    }
+    #[inline(always)]
+    fn ixor(self, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_xor_si256(a, b) }
+    }
+    #[inline(always)]
+    fn ishr(self, a: __m256i, bits: u32) -> __m256i {
+        // SAFETY: token ⇒ AVX2. (A constant `bits` becomes an immediate shift.)
+        unsafe { _mm256_srl_epi32(a, _mm_cvtsi32_si128(bits as i32)) }
+    }
+    #[inline(always)]
+    fn gather4(self, x: &[u8], stride: usize) -> __m256i {
+        let stride = ymm::gather_bounds(x, stride, 8);
+        // SAFETY: token ⇒ AVX2; `gather_bounds` checked that all 8 four-byte reads at
+        // `l · stride` (l < 8) lie inside `x`, and that the offsets fit i32.
+        unsafe {
+            let offsets = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
+            _mm256_i32gather_epi32::<1>(x.as_ptr().cast(), offsets)
+        }
+    }
+    #[inline(always)]
+    fn istore(self, v: __m256i, out: &mut [u8]) {
+        let out: &mut [u8; 32] = (&mut out[..32]).try_into().expect("32 bytes");
+        // SAFETY: token ⇒ AVX2; `out` is exactly 32 bytes.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) }
+    }
+    #[inline(always)]
+    fn half_to_f32(self, v: __m256i) -> __m256 {
+        // SAFETY: token ⇒ AVX2 + F16C. Low halves kept, packed (unsigned, no saturation after
+        // the mask) to 8 × u16, then converted.
+        unsafe {
+            let lo = _mm256_and_si256(v, _mm256_set1_epi32(0xffff));
+            _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1)))
+        }
     }
     #[inline(always)]
     fn isub(self, a: __m256i, b: __m256i) -> __m256i {
@@ -424,6 +470,43 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
     fn iadd(self, a: __m512i, b: __m512i) -> __m512i {
         // SAFETY: token ⇒ AVX-512F.
         unsafe { _mm512_add_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn iand(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_and_si512(a, b) }
+    }
+    #[inline(always)]
+    fn ixor(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_xor_si512(a, b) }
+    }
+    #[inline(always)]
+    fn ishr(self, a: __m512i, bits: u32) -> __m512i {
+        // SAFETY: token ⇒ AVX-512F. (A constant `bits` becomes an immediate shift.)
+        unsafe { _mm512_srl_epi32(a, _mm_cvtsi32_si128(bits as i32)) }
+    }
+    #[inline(always)]
+    fn gather4(self, x: &[u8], stride: usize) -> __m512i {
+        let stride = ymm::gather_bounds(x, stride, 16);
+        // SAFETY: token ⇒ AVX-512F; `gather_bounds` checked that all 16 four-byte reads at
+        // `l · stride` (l < 16) lie inside `x`, and that the offsets fit i32.
+        unsafe {
+            let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            let offsets = _mm512_mullo_epi32(iota, _mm512_set1_epi32(stride));
+            _mm512_i32gather_epi32::<1>(offsets, x.as_ptr().cast())
+        }
+    }
+    #[inline(always)]
+    fn istore(self, v: __m512i, out: &mut [u8]) {
+        let out: &mut [u8; 64] = (&mut out[..64]).try_into().expect("64 bytes");
+        // SAFETY: token ⇒ AVX-512F; `out` is exactly 64 bytes.
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), v) }
+    }
+    #[inline(always)]
+    fn half_to_f32(self, v: __m512i) -> __m512 {
+        // SAFETY: token ⇒ AVX-512F (vpmovdw truncates each lane to its low 16 bits).
+        unsafe { _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)) }
     }
     #[inline(always)]
     fn isub(self, a: __m512i, b: __m512i) -> __m512i {
