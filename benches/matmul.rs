@@ -100,10 +100,24 @@ fn weights_f32(n: usize, k: usize) -> Vec<f32> {
         .collect()
 }
 
-struct DecodeResult {
+struct Measured {
     id: String,
-    bytes: usize,
+    /// bytes of weights (decode) or operations 2·m·n·k (prefill) per call
+    work: usize,
     seconds: f64,
+}
+
+/// Median of `runs` timed calls of `f`.
+fn median_time(runs: usize, mut f: impl FnMut()) -> f64 {
+    median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
 }
 
 fn bench(c: &mut Criterion) {
@@ -116,7 +130,7 @@ fn bench(c: &mut Criterion) {
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let wanted = |id: &str| filter.is_empty() || filter.iter().any(|f| id.contains(f.as_str()));
     let cpus: Vec<Cpu> = Isa::available().into_iter().map(|isa| Cpu::with_isa(isa, threads).expect("level")).collect();
-    let mut decode = Vec::new();
+    let (mut decode, mut prefill) = (Vec::new(), Vec::new());
     let mut scratch = Scratch::default();
 
     for (n, k) in SMOLLM2.into_iter().chain(LLAMA8B) {
@@ -150,7 +164,7 @@ fn bench(c: &mut Criterion) {
                 let mut y = vec![0f32; m * n];
                 let name = if m == 1 { "matvec" } else { "matmul" };
                 let mut group = c.benchmark_group(format!("{name}/{dtype}"));
-                group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+                group.sample_size(10).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_secs(1));
                 group.throughput(if m == 1 { Throughput::Bytes(bytes.len() as u64) } else { Throughput::Elements((2 * m * n * k) as u64) });
                 for cpu in &cpus {
                     let id = format!("{name}/{dtype}/{}/{n}x{k}/m{m}", cpu.isa());
@@ -165,15 +179,15 @@ fn bench(c: &mut Criterion) {
                         }
                     });
                     if m == 1 {
-                        let samples = (0..25)
-                            .map(|_| {
-                                let w = cold();
-                                let t = Instant::now();
-                                cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul");
-                                t.elapsed().as_secs_f64()
-                            })
-                            .collect();
-                        decode.push(DecodeResult { id, bytes: bytes.len(), seconds: median(samples) });
+                        let mut samples = Vec::new();
+                        for _ in 0..25 {
+                            let w = cold();
+                            samples.push(median_time(1, || cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul")));
+                        }
+                        decode.push(Measured { id, work: bytes.len(), seconds: median(samples) });
+                    } else {
+                        let seconds = median_time(5, || cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul"));
+                        prefill.push(Measured { id, work: 2 * m * n * k, seconds });
                     }
                 }
                 group.finish();
@@ -185,8 +199,15 @@ fn bench(c: &mut Criterion) {
         println!("\ndecode (m = 1, weights cold), {threads} threads, median of 25; read bandwidth {:.1} GB/s", bandwidth / 1e9);
         println!("{:<44} {:>10} {:>9} {:>8}", "kernel", "µs", "GB/s", "of bw");
         for r in &decode {
-            let gbs = r.bytes as f64 / r.seconds / 1e9;
+            let gbs = r.work as f64 / r.seconds / 1e9;
             println!("{:<44} {:>10.1} {:>9.1} {:>7.0}%", r.id, r.seconds * 1e6, gbs, 100.0 * gbs * 1e9 / bandwidth);
+        }
+    }
+    if !prefill.is_empty() {
+        println!("\nprefill (m = 128), {threads} threads, median of 5");
+        println!("{:<44} {:>10} {:>9}", "kernel", "µs", "GOP/s");
+        for r in &prefill {
+            println!("{:<44} {:>10.1} {:>9.1}", r.id, r.seconds * 1e6, r.work as f64 / r.seconds / 1e9);
         }
     }
 }

@@ -190,9 +190,9 @@ impl Cpu {
             } else {
                 &[]
             };
-            Acts { m, k, f32s: x, qs, d, sums, dsums, by_block }
+            Acts { m, k, f32s: x, qs, d, dsums, by_block }
         } else {
-            Acts { m, k, f32s: x, qs: &[], d: &[], sums: &[], dsums: &[], by_block: &[] }
+            Acts { m, k, f32s: x, qs: &[], d: &[], dsums: &[], by_block: &[] }
         };
         let rows = WeightRows { bytes: w.bytes, k, row_bytes: w.row_bytes() };
 

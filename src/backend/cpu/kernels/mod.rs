@@ -25,8 +25,6 @@ pub(crate) struct Acts<'a> {
     pub qs: &'a [i8],
     /// (m, k / 32) block scales, f16-rounded like ggml's `block_q8_*.d`.
     pub d: &'a [f32],
-    /// (m, k / 32) Σ of each block's 8-bit values (exact).
-    pub sums: &'a [i32],
     /// (m, k / 32) `d · Σ` per block (ggml's Q8_1 `s`, kept in f32): the weight-min term's factor.
     pub dsums: &'a [f32],
     /// (k / 32, m) the same three per block, block-major, for the packed GEMM (whose micro-tile
