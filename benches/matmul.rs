@@ -5,10 +5,11 @@
 //! streamed) and m = 128 (prefill: throughput in multiply-add operations, 2·m·n·k).
 //! Ids: `matvec/<format>/<isa>/<n>x<k>/m1` and `matmul/<format>/<isa>/<n>x<k>/m128`.
 //!
-//! The same run first measures this machine's memory read bandwidth with the same thread count,
+//! The same run measures this machine's memory read bandwidth with the same thread count (at
+//! the start, and again just before each shape's runs, since the speed of shared machines drifts),
 //! and ends with a table of each decode kernel's median GB/s as a fraction of it. Decode runs
-//! rotate through copies of the weights totalling ≥ 256 MiB (8× this machine's L3), so every
-//! call streams its matrix from DRAM, as each matrix does in a real decode step.
+//! rotate through copies of the weights totalling ≥ 1 GiB — the probe's working set — so every
+//! call streams its matrix from memory, as each matrix does in a real decode step.
 //! `SPARQ_BENCH_THREADS` sets the thread count (default 2).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -19,8 +20,9 @@ use std::time::{Duration, Instant};
 
 const SMOLLM2: [(usize, usize); 5] = [(576, 576), (192, 576), (1536, 576), (576, 1536), (49152, 576)];
 const LLAMA8B: [(usize, usize); 2] = [(4096, 4096), (14336, 4096)];
-/// Total size of the rotated weight copies in decode benchmarks.
-const COLD_BYTES: usize = 256 << 20;
+/// Total size of the rotated weight copies in decode benchmarks: the same working set as the
+/// bandwidth probe (1 GiB), far beyond any cache, so the two are compared like for like.
+const COLD_BYTES: usize = 1 << 30;
 
 fn threads() -> usize {
     std::env::var("SPARQ_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
@@ -31,14 +33,27 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// XOR-folds a buffer with 8 independent 64-byte accumulators: the cheapest possible use of
-/// every byte, so the loop is bound by loads arriving, not by arithmetic.
+/// Two ways to consume a buffer: a wide XOR fold (32 independent 64-byte accumulators) and a
+/// multiply-add per element. On this machine the second, slower per byte, streams *faster*
+/// (~48 vs ~44 GB/s; a tight 8-wide fold only ~11), presumably leaving the prefetchers room; so
+/// the probe takes the best of both rather than trusting one access pattern.
 #[inline(always)]
-fn fold(c: &[u64]) -> u64 {
-    let mut acc = [0u64; 64];
-    for chunk in c.chunks_exact(64) {
-        for i in 0..64 {
+fn fold_xor(c: &[u64]) -> u64 {
+    let mut acc = [0u64; 256];
+    for chunk in c.chunks_exact(256) {
+        for i in 0..256 {
             acc[i] ^= chunk[i];
+        }
+    }
+    acc.iter().fold(0, |a, b| a ^ b)
+}
+
+#[inline(always)]
+fn fold_mul_add(c: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    for chunk in c.chunks_exact(8) {
+        for i in 0..8 {
+            acc[i] = acc[i].wrapping_mul(3).wrapping_add(chunk[i]);
         }
     }
     acc.iter().fold(0, |a, b| a ^ b)
@@ -46,50 +61,57 @@ fn fold(c: &[u64]) -> u64 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn fold_avx512(c: &[u64]) -> u64 {
-    fold(c)
+fn fold_avx512(c: &[u64], xor: bool) -> u64 {
+    if xor { fold_xor(c) } else { fold_mul_add(c) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn fold_avx2(c: &[u64]) -> u64 {
-    fold(c)
+fn fold_avx2(c: &[u64], xor: bool) -> u64 {
+    if xor { fold_xor(c) } else { fold_mul_add(c) }
 }
 
-/// `fold` compiled for the widest loads this CPU has.
-fn fold_widest(c: &[u64]) -> u64 {
+/// A fold compiled for the widest loads this CPU has.
+fn fold_widest(c: &[u64], xor: bool) -> u64 {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") {
             // SAFETY: AVX-512F detected just above.
-            return unsafe { fold_avx512(c) };
+            return unsafe { fold_avx512(c, xor) };
         }
         if is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 detected just above.
-            return unsafe { fold_avx2(c) };
+            return unsafe { fold_avx2(c, xor) };
         }
     }
-    fold(c)
+    if xor { fold_xor(c) } else { fold_mul_add(c) }
 }
 
-/// Median read bandwidth (bytes/s) over a 1 GiB buffer split across `threads` threads.
+/// Read bandwidth (bytes/s): over a 1 GiB buffer on `threads` threads, the best median of 5
+/// among both folds × (one contiguous half per thread, or 8 pieces per thread).
 fn read_bandwidth(pool: &rayon::ThreadPool, threads: usize) -> f64 {
     let buf: Vec<u64> = (0..(1u64 << 30) / 8).collect();
-    let chunk = buf.len().div_ceil(threads);
-    let samples = (0..9)
-        .map(|_| {
-            let t = Instant::now();
-            let s: u64 = pool.install(|| buf.par_chunks(chunk).map(fold_widest).reduce(|| 0, |a, b| a ^ b));
-            black_box(s);
-            (buf.len() * 8) as f64 / t.elapsed().as_secs_f64()
-        })
-        .collect();
-    median(samples)
+    let mut best = 0f64;
+    for xor in [true, false] {
+        for pieces in [threads, 8 * threads] {
+            let chunk = buf.len().div_ceil(pieces);
+            let samples = (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    let s: u64 = pool.install(|| buf.par_chunks(chunk).map(|c| fold_widest(c, xor)).reduce(|| 0, |a, b| a ^ b));
+                    black_box(s);
+                    (buf.len() * 8) as f64 / t.elapsed().as_secs_f64()
+                })
+                .collect();
+            best = best.max(median(samples));
+        }
+    }
+    best
 }
 
-/// Deterministic weights in [-1, 1).
-fn weights_f32(n: usize, k: usize) -> Vec<f32> {
-    let mut s = 0x2545_F491_4F6C_DD1Du64;
+/// Deterministic values in [-1, 1), a different sequence per `seed`.
+fn weights_f32(n: usize, k: usize, seed: u64) -> Vec<f32> {
+    let mut s = 0x2545_F491_4F6C_DD1Du64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (0..n * k)
         .map(|_| {
             s ^= s << 13;
@@ -102,6 +124,8 @@ fn weights_f32(n: usize, k: usize) -> Vec<f32> {
 
 struct Measured {
     id: String,
+    /// read bandwidth measured just before this shape's runs (decode only)
+    bandwidth: f64,
     /// bytes of weights (decode) or operations 2·m·n·k (prefill) per call
     work: usize,
     seconds: f64,
@@ -124,7 +148,7 @@ fn bench(c: &mut Criterion) {
     let threads = threads();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
     let bandwidth = read_bandwidth(&pool, threads);
-    println!("memory read bandwidth ({threads} threads, 1 GiB, median of 9): {:.1} GB/s", bandwidth / 1e9);
+    println!("memory read bandwidth ({threads} threads, 1 GiB, best of 4 access patterns): {:.1} GB/s", bandwidth / 1e9);
     println!("{}", sparq::isa_report());
 
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
@@ -145,14 +169,26 @@ fn bench(c: &mut Criterion) {
         if !DType::WEIGHTS.iter().any(|&d| ids_for(d).iter().any(|id| wanted(id))) {
             continue;
         }
-        let w_f32 = weights_f32(n, k);
+        let w_f32 = weights_f32(n, k, 0);
+        // The machine's speed drifts over a long run: measure bandwidth next to what it judges.
+        let local_bandwidth = read_bandwidth(&pool, threads);
         for dtype in DType::WEIGHTS {
             if !ids_for(dtype).iter().any(|id| wanted(id)) {
                 continue;
             }
             let bytes = quant::quantize(dtype, &w_f32).expect("quantize");
             // Decode: enough copies that each call finds its weights evicted from every cache.
-            let copies: Vec<Vec<u8>> = (0..COLD_BYTES.div_ceil(bytes.len())).map(|_| bytes.clone()).collect();
+            // Each copy holds its rows in a different order, so no two copies share a page.
+            let row_bytes = bytes.len() / n;
+            let copies: Vec<Vec<u8>> = (0..COLD_BYTES.div_ceil(bytes.len()))
+                .map(|c| {
+                    let (step, shift) = (if n % 7 == 0 { 1 } else { 7 }, c * 13);
+                    (0..n).flat_map(|i| {
+                        let r = (i * step + shift) % n;
+                        bytes[r * row_bytes..(r + 1) * row_bytes].iter().copied()
+                    }).collect()
+                })
+                .collect();
             let mut next = 0usize;
             let mut cold = || {
                 next = (next + 1) % copies.len();
@@ -160,7 +196,7 @@ fn bench(c: &mut Criterion) {
             };
             let w = Weights::new(dtype, n, k, &bytes).expect("weights");
             for m in [1usize, 128] {
-                let x = weights_f32(m, k);
+                let x = weights_f32(m, k, 99);
                 let mut y = vec![0f32; m * n];
                 let name = if m == 1 { "matvec" } else { "matmul" };
                 let mut group = c.benchmark_group(format!("{name}/{dtype}"));
@@ -184,10 +220,10 @@ fn bench(c: &mut Criterion) {
                             let w = cold();
                             samples.push(median_time(1, || cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul")));
                         }
-                        decode.push(Measured { id, work: bytes.len(), seconds: median(samples) });
+                        decode.push(Measured { id, bandwidth: local_bandwidth, work: bytes.len(), seconds: median(samples) });
                     } else {
                         let seconds = median_time(5, || cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul"));
-                        prefill.push(Measured { id, work: 2 * m * n * k, seconds });
+                        prefill.push(Measured { id, bandwidth: local_bandwidth, work: 2 * m * n * k, seconds });
                     }
                 }
                 group.finish();
@@ -196,11 +232,12 @@ fn bench(c: &mut Criterion) {
     }
 
     if !decode.is_empty() {
-        println!("\ndecode (m = 1, weights cold), {threads} threads, median of 25; read bandwidth {:.1} GB/s", bandwidth / 1e9);
-        println!("{:<44} {:>10} {:>9} {:>8}", "kernel", "µs", "GB/s", "of bw");
+        println!("\ndecode (m = 1, weights cold), {threads} threads, median of 25; bw = read bandwidth measured just before");
+        println!("{:<44} {:>10} {:>9} {:>9} {:>8}", "kernel", "µs", "GB/s", "bw GB/s", "of bw");
         for r in &decode {
             let gbs = r.work as f64 / r.seconds / 1e9;
-            println!("{:<44} {:>10.1} {:>9.1} {:>7.0}%", r.id, r.seconds * 1e6, gbs, 100.0 * gbs * 1e9 / bandwidth);
+            let bw = r.bandwidth / 1e9;
+            println!("{:<44} {:>10.1} {:>9.1} {:>9.1} {:>7.0}%", r.id, r.seconds * 1e6, gbs, bw, 100.0 * gbs / bw);
         }
     }
     if !prefill.is_empty() {

@@ -5,10 +5,13 @@ Oracle: the `gguf` Python package (gguf-py, maintained with llama.cpp), whose nu
 are written to be bit-exact with ggml's `quantize_row_*_ref`. Q8_1 has no gguf-py quantizer, so
 it is written here in numpy straight from ggml's `quantize_row_q8_1_ref`.
 
-Usage: python3 scripts/gen_quant_fixtures.py   (needs: pip install gguf==0.19.0 numpy)
+Usage: python3 scripts/gen_quant_fixtures.py [--out DIR]
+       (needs: pip install gguf==0.19.0 numpy==2.4.6; DIR defaults to tests/fixtures/quant)
+CI regenerates into a temporary DIR and byte-compares with the committed files.
 Files: input.f32 (little-endian f32), then <fmt>.bin for f16, bf16, q8_0, q8_1, q4_0, q4_1,
 and <fmt>.deq.f32 (gguf-py's dequantization of those bytes).
 """
+import argparse
 import pathlib
 
 import numpy as np
@@ -49,18 +52,21 @@ def q8_1(x: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=pathlib.Path, default=OUT)
+    out = parser.parse_args().out
+    out.mkdir(parents=True, exist_ok=True)
     x = inputs()
     assert x.size % 32 == 0
-    (OUT / "input.f32").write_bytes(x.astype("<f4").tobytes())
+    (out / "input.f32").write_bytes(x.astype("<f4").tobytes())
     formats = {"f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0, "q4_1": T.Q4_1}
     for name, qtype in formats.items():
         data = quants.quantize(x.reshape(1, -1), qtype)
-        (OUT / f"{name}.bin").write_bytes(data.tobytes())
+        (out / f"{name}.bin").write_bytes(data.tobytes())
         deq = quants.dequantize(data, qtype).astype("<f4")
-        (OUT / f"{name}.deq.f32").write_bytes(deq.tobytes())
-    (OUT / "q8_1.bin").write_bytes(q8_1(x).tobytes())
-    print(f"wrote {x.size} values x {len(formats) + 1} formats to {OUT}")
+        (out / f"{name}.deq.f32").write_bytes(deq.tobytes())
+    (out / "q8_1.bin").write_bytes(q8_1(x).tobytes())
+    print(f"wrote {x.size} values x {len(formats) + 1} formats to {out}")
 
 
 if __name__ == "__main__":
