@@ -82,7 +82,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         for c in 0..check_n {
             let i = r * check_n + c;
             let err = (y[r * n + c] as f64 - reference.y[i]).abs();
-            worst = worst.max(err / f32_error_bound(k, reference.magnitude[i]).max(1e-30));
+            worst = worst.max(err / f32_error_bound(a.format, k, reference.magnitude[i]).max(1e-30));
         }
     }
     let verdict = if worst <= 1.0 { "ok" } else { "FAILED" };

@@ -90,13 +90,17 @@ pub fn matmul_q8_f64(w: &Weights, x: &[f32], m: usize) -> RefOutput {
     }
 }
 
-/// Bound on `|f32 result − exact|` for a kernel that sums `terms` products into f32
-/// accumulators: each term passes through at most `depth` roundings of relative size `u = 2⁻²⁴`
-/// (standard recursive-summation bound `γ_depth · Σ|terms|`). Here `depth` = the longest chain:
-/// one accumulation per vector step along k (`terms / 8` for 8+ lanes), the lane reduction
-/// (≤ 4 levels), the scalar tail (≤ 16 elements), one rounding of the scale product and of the
-/// conversion. We use `f32::EPSILON = 2u` per step: a factor-2 margin over the first-order bound.
-pub fn f32_error_bound(terms: usize, magnitude: f64) -> f64 {
-    let depth = terms.div_ceil(8) + 4 + 16 + 2;
-    depth as f64 * f32::EPSILON as f64 * magnitude
+/// Bound on `|f32 result − exact|` for one output of a `dtype` matmul with inner size `k`:
+/// the standard recursive-summation bound `γ_depth · Σ|terms|`, where `depth` is the longest
+/// chain of f32 roundings any kernel puts a term through:
+/// - float formats: up to `k` sequential FMAs into one lane (the packed GEMM), where the row
+///   kernels need only `k / LANES`;
+/// - block formats: one FMA per 32-element block (`k / 32`; the integer dot inside a block is
+///   exact), plus the scale product;
+/// - both: the lane reduction (≤ 4 levels), a scalar tail (≤ 16), the min term and a final add.
+///
+/// We use `f32::EPSILON = 2u` per step (`u = 2⁻²⁴`): a factor-2 margin over the first-order bound.
+pub fn f32_error_bound(dtype: DType, k: usize, magnitude: f64) -> f64 {
+    let chain = if dtype.is_block_quantized() { k / QK } else { k };
+    (chain + 4 + 16 + 4) as f64 * f32::EPSILON as f64 * magnitude
 }

@@ -48,7 +48,7 @@ fn compare(cpu: &Cpu, w: &Weights, x: &[f32], m: usize, reference: &RefOutput) -
     let mut y = vec![f32::NAN; m * n];
     cpu.matmul(w, x, m, &mut y, &mut Scratch::default()).map_err(|e| e.to_string())?;
     for i in 0..m * n {
-        let bound = f32_error_bound(k, reference.magnitude[i]) + 1e-30;
+        let bound = f32_error_bound(dtype, k, reference.magnitude[i]) + 1e-30;
         let err = (y[i] as f64 - reference.y[i]).abs();
         if !(err <= bound) {
             return Err(format!(

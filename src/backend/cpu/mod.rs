@@ -140,7 +140,7 @@ pub(crate) struct Kernels {
     pub quantize_row: QuantizeFn,
     /// By [`DType::index`]; `None` for formats that are not weights.
     pub rows: [Option<RowsFn>; DType::ALL.len()],
-    /// By [`DType::index`]; `Some` for the integer block formats.
+    /// By [`DType::index`]; `Some` for every weight format.
     pub panels: [Option<PanelsFn>; DType::ALL.len()],
 }
 
@@ -173,7 +173,7 @@ macro_rules! isa_entry_points {
     ($module:ident, $isa:expr, $lanes:expr, $mr:literal, $token:expr, $($attr:meta),*) => {
         mod $module {
             use super::kernels::formats::{Bf16, F16, F32, Q4_0, Q4_1, Q8_0};
-            use super::kernels::{float_rows, quant_panel, quant_rows, quantize};
+            use super::kernels::{float_panel, float_rows, quant_panel, quant_rows, quantize};
             use super::*;
 
             $(#[$attr])*
@@ -205,6 +205,18 @@ macro_rules! isa_entry_points {
                 quant_rows::rows::<_, Q4_1, quant_rows::WidePath>($token, w, x, out)
             }
             $(#[$attr])*
+            unsafe fn panels_f32(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+                float_panel::panels::<_, F32, $mr>($token, w, x, out, buf)
+            }
+            $(#[$attr])*
+            unsafe fn panels_f16(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+                float_panel::panels::<_, F16, $mr>($token, w, x, out, buf)
+            }
+            $(#[$attr])*
+            unsafe fn panels_bf16(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+                float_panel::panels::<_, Bf16, $mr>($token, w, x, out, buf)
+            }
+            $(#[$attr])*
             unsafe fn panels_q8_0(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
                 quant_panel::panels::<_, Q8_0, $mr>($token, w, x, out, buf)
             }
@@ -223,7 +235,7 @@ macro_rules! isa_entry_points {
                 lanes: $lanes,
                 quantize_row,
                 rows: [Some(rows_f32), Some(rows_f16), Some(rows_bf16), Some(rows_q8_0), Some(rows_q4_0), Some(rows_q4_1), None],
-                panels: [None, None, None, Some(panels_q8_0), Some(panels_q4_0), Some(panels_q4_1), None],
+                panels: [Some(panels_f32), Some(panels_f16), Some(panels_bf16), Some(panels_q8_0), Some(panels_q4_0), Some(panels_q4_1), None],
             };
         }
     };

@@ -13,6 +13,9 @@ pub(crate) trait FloatFormat {
     fn load<S: Simd>(s: S, w: &[u8]) -> S::F;
     /// Weight `i` of the row `w`.
     fn get(w: &[u8], i: usize) -> f32;
+    /// Weights `i` and `i + 1` of `LANES` rows at once: `x` starts at row 0's weight `i`, rows
+    /// are `stride` bytes apart, and every row holds at least 4 bytes from there.
+    fn gather_pair<S: Simd>(s: S, x: &[u8], stride: usize) -> (S::F, S::F);
 }
 
 pub(crate) struct F32;
@@ -29,6 +32,10 @@ impl FloatFormat for F32 {
     fn get(w: &[u8], i: usize) -> f32 {
         f32::from_le_bytes(*head(&w[4 * i..]))
     }
+    #[inline(always)]
+    fn gather_pair<S: Simd>(s: S, x: &[u8], stride: usize) -> (S::F, S::F) {
+        (s.bits_to_f32(s.gather4(x, stride)), s.bits_to_f32(s.gather4(&x[4..], stride)))
+    }
 }
 
 impl FloatFormat for F16 {
@@ -41,6 +48,11 @@ impl FloatFormat for F16 {
     fn get(w: &[u8], i: usize) -> f32 {
         crate::quant::float::f16_le(*head(&w[2 * i..]))
     }
+    #[inline(always)]
+    fn gather_pair<S: Simd>(s: S, x: &[u8], stride: usize) -> (S::F, S::F) {
+        let v = s.gather4(x, stride);
+        (s.half_to_f32(v), s.half_to_f32(s.ishr(v, 16)))
+    }
 }
 
 impl FloatFormat for Bf16 {
@@ -52,6 +64,11 @@ impl FloatFormat for Bf16 {
     #[inline(always)]
     fn get(w: &[u8], i: usize) -> f32 {
         crate::quant::float::bf16_bits_to_f32(u16::from_le_bytes(*head(&w[2 * i..])))
+    }
+    #[inline(always)]
+    fn gather_pair<S: Simd>(s: S, x: &[u8], stride: usize) -> (S::F, S::F) {
+        let v = s.gather4(x, stride);
+        (s.bits_to_f32(s.ishl(v, 16)), s.bits_to_f32(s.iand(v, s.isplat(0xffff_0000u32 as i32))))
     }
 }
 

@@ -29,6 +29,16 @@ pub(crate) struct PanelBuf {
     d: Vec<f32>,
     /// (k / 32, LANES)
     m: Vec<f32>,
+    /// (k, LANES): a float-weight panel
+    floats: Vec<f32>,
+}
+
+impl PanelBuf {
+    /// The float panel, at least `len` long.
+    pub(crate) fn floats(&mut self, len: usize) -> &mut [f32] {
+        grow(&mut self.floats, len);
+        &mut self.floats[..len]
+    }
 }
 
 fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) {

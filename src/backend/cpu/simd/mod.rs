@@ -64,6 +64,10 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn ixor(self, a: Self::I, b: Self::I) -> Self::I;
     /// Logical right shift of each 32-bit lane.
     fn ishr(self, a: Self::I, bits: u32) -> Self::I;
+    /// Left shift of each 32-bit lane.
+    fn ishl(self, a: Self::I, bits: u32) -> Self::I;
+    /// The lanes' bits as f32 (no conversion).
+    fn bits_to_f32(self, a: Self::I) -> Self::F;
     /// Lane `l` = the little-endian u32 at `x[l · stride ..]`, for `l < LANES` (one 4-byte
     /// group from each of `LANES` rows). Panics unless `x` holds all of them.
     fn gather4(self, x: &[u8], stride: usize) -> Self::I;

@@ -109,6 +109,14 @@ impl Simd for Portable {
         i32x8::new(Scalar.ishr(arr(a), bits))
     }
     #[inline(always)]
+    fn ishl(self, a: i32x8, bits: u32) -> i32x8 {
+        i32x8::new(Scalar.ishl(arr(a), bits))
+    }
+    #[inline(always)]
+    fn bits_to_f32(self, a: i32x8) -> f32x8 {
+        bytemuck::cast(a)
+    }
+    #[inline(always)]
     fn gather4(self, x: &[u8], stride: usize) -> i32x8 {
         i32x8::new(Scalar.gather4(x, stride))
     }

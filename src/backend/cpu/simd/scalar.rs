@@ -116,6 +116,14 @@ impl Simd for Scalar {
         a.map(|v| ((v as u32) >> bits) as i32)
     }
     #[inline(always)]
+    fn ishl(self, a: I8, bits: u32) -> I8 {
+        a.map(|v| ((v as u32) << bits) as i32)
+    }
+    #[inline(always)]
+    fn bits_to_f32(self, a: I8) -> F8 {
+        a.map(|v| f32::from_bits(v as u32))
+    }
+    #[inline(always)]
     fn gather4(self, x: &[u8], stride: usize) -> I8 {
         std::array::from_fn(|l| i32::from_le_bytes(*head(&x[l * stride..])))
     }

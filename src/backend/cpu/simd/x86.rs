@@ -242,6 +242,16 @@ impl Simd for Avx2 {
         unsafe { _mm256_srl_epi32(a, _mm_cvtsi32_si128(bits as i32)) }
     }
     #[inline(always)]
+    fn ishl(self, a: __m256i, bits: u32) -> __m256i {
+        // SAFETY: token ⇒ AVX2. (A constant `bits` becomes an immediate shift.)
+        unsafe { _mm256_sll_epi32(a, _mm_cvtsi32_si128(bits as i32)) }
+    }
+    #[inline(always)]
+    fn bits_to_f32(self, a: __m256i) -> __m256 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_castsi256_ps(a) }
+    }
+    #[inline(always)]
     fn gather4(self, x: &[u8], stride: usize) -> __m256i {
         let stride = ymm::gather_bounds(x, stride, 8);
         // SAFETY: token ⇒ AVX2; `gather_bounds` checked that all 8 four-byte reads at
@@ -485,6 +495,16 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
     fn ishr(self, a: __m512i, bits: u32) -> __m512i {
         // SAFETY: token ⇒ AVX-512F. (A constant `bits` becomes an immediate shift.)
         unsafe { _mm512_srl_epi32(a, _mm_cvtsi32_si128(bits as i32)) }
+    }
+    #[inline(always)]
+    fn ishl(self, a: __m512i, bits: u32) -> __m512i {
+        // SAFETY: token ⇒ AVX-512F. (A constant `bits` becomes an immediate shift.)
+        unsafe { _mm512_sll_epi32(a, _mm_cvtsi32_si128(bits as i32)) }
+    }
+    #[inline(always)]
+    fn bits_to_f32(self, a: __m512i) -> __m512 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_castsi512_ps(a) }
     }
     #[inline(always)]
     fn gather4(self, x: &[u8], stride: usize) -> __m512i {
