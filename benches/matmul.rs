@@ -5,9 +5,11 @@
 //! streamed) and m = 128 (prefill: throughput in multiply-add operations, 2·m·n·k).
 //! Ids: `matvec/<format>/<isa>/<n>x<k>/m1` and `matmul/<format>/<isa>/<n>x<k>/m128`.
 //!
-//! The same run measures this machine's memory read bandwidth with the same thread count (at
-//! the start, and again just before each shape's runs, since the speed of shared machines drifts),
-//! and ends with a table of each decode kernel's median GB/s as a fraction of it. Decode runs
+//! The same run measures this machine's memory read bandwidth with the same thread count, and
+//! ends with a table of each decode kernel's median GB/s as a fraction of it: the bandwidth this
+//! VM gets moves with its neighbours' load (40–85 GB/s seen), so the probe alternates with the
+//! kernel in rounds and the fraction is the median of per-round ratios.
+//! `SPARQ_BENCH_M=1` (or 128) runs only decode (or prefill). Decode runs
 //! rotate through copies of the weights totalling ≥ 1 GiB — the probe's working set — so every
 //! call streams its matrix from memory, as each matrix does in a real decode step.
 //! `SPARQ_BENCH_THREADS` sets the thread count (default 2).
@@ -109,6 +111,27 @@ fn read_bandwidth(pool: &rayon::ThreadPool, threads: usize) -> f64 {
     best
 }
 
+/// A quicker probe for alternating with kernels: the best of the two folds over contiguous
+/// halves, median of 3 each.
+fn read_bandwidth_quick(pool: &rayon::ThreadPool, buf: &[u64], threads: usize) -> f64 {
+    let chunk = buf.len().div_ceil(threads);
+    [true, false]
+        .into_iter()
+        .map(|xor| {
+            median(
+                (0..3)
+                    .map(|_| {
+                        let t = Instant::now();
+                        let s: u64 = pool.install(|| buf.par_chunks(chunk).map(|c| fold_widest(c, xor)).reduce(|| 0, |a, b| a ^ b));
+                        black_box(s);
+                        (buf.len() * 8) as f64 / t.elapsed().as_secs_f64()
+                    })
+                    .collect(),
+            )
+        })
+        .fold(0.0, f64::max)
+}
+
 /// Deterministic values in [-1, 1), a different sequence per `seed`.
 fn weights_f32(n: usize, k: usize, seed: u64) -> Vec<f32> {
     let mut s = 0x2545_F491_4F6C_DD1Du64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -124,8 +147,10 @@ fn weights_f32(n: usize, k: usize, seed: u64) -> Vec<f32> {
 
 struct Measured {
     id: String,
-    /// read bandwidth measured just before this shape's runs (decode only)
+    /// decode: read bandwidth, median over the rounds alternating with the kernel
     bandwidth: f64,
+    /// decode: median over rounds of (kernel GB/s ÷ bandwidth of the same round)
+    ratio: f64,
     /// bytes of weights (decode) or operations 2·m·n·k (prefill) per call
     work: usize,
     seconds: f64,
@@ -148,6 +173,8 @@ fn bench(c: &mut Criterion) {
     let threads = threads();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
     let bandwidth = read_bandwidth(&pool, threads);
+    let probe_buf: Vec<u64> = (0..(1u64 << 30) / 8).collect();
+    let only_m: Option<usize> = std::env::var("SPARQ_BENCH_M").ok().and_then(|v| v.parse().ok());
     println!("memory read bandwidth ({threads} threads, 1 GiB, best of 4 access patterns): {:.1} GB/s", bandwidth / 1e9);
     println!("{}", sparq::isa_report());
 
@@ -170,8 +197,6 @@ fn bench(c: &mut Criterion) {
             continue;
         }
         let w_f32 = weights_f32(n, k, 0);
-        // The machine's speed drifts over a long run: measure bandwidth next to what it judges.
-        let local_bandwidth = read_bandwidth(&pool, threads);
         for dtype in DType::WEIGHTS {
             if !ids_for(dtype).iter().any(|id| wanted(id)) {
                 continue;
@@ -195,7 +220,7 @@ fn bench(c: &mut Criterion) {
                 Weights::new(dtype, n, k, &copies[next]).expect("weights")
             };
             let w = Weights::new(dtype, n, k, &bytes).expect("weights");
-            for m in [1usize, 128] {
+            for m in [1usize, 128].into_iter().filter(|m| only_m.is_none_or(|o| o == *m)) {
                 let x = weights_f32(m, k, 99);
                 let mut y = vec![0f32; m * n];
                 let name = if m == 1 { "matvec" } else { "matmul" };
@@ -215,15 +240,26 @@ fn bench(c: &mut Criterion) {
                         }
                     });
                     if m == 1 {
-                        let mut samples = Vec::new();
-                        for _ in 0..25 {
-                            let w = cold();
-                            samples.push(median_time(1, || cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul")));
+                        // Rounds of: probe the bandwidth, then 5 cold calls. The bandwidth this VM
+                        // gets moves with its neighbours' load, so each round's kernel speed is
+                        // judged against the probe taken right next to it.
+                        let (mut times, mut bws, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+                        for _ in 0..5 {
+                            let bw = read_bandwidth_quick(&pool, &probe_buf, threads);
+                            let mut round = Vec::new();
+                            for _ in 0..5 {
+                                let w = cold();
+                                round.push(median_time(1, || cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul")));
+                            }
+                            let t = median(round);
+                            ratios.push(bytes.len() as f64 / t / bw);
+                            times.push(t);
+                            bws.push(bw);
                         }
-                        decode.push(Measured { id, bandwidth: local_bandwidth, work: bytes.len(), seconds: median(samples) });
+                        decode.push(Measured { id, bandwidth: median(bws), ratio: median(ratios), work: bytes.len(), seconds: median(times) });
                     } else {
                         let seconds = median_time(5, || cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul"));
-                        prefill.push(Measured { id, bandwidth: local_bandwidth, work: 2 * m * n * k, seconds });
+                        prefill.push(Measured { id, bandwidth: 0.0, ratio: 0.0, work: 2 * m * n * k, seconds });
                     }
                 }
                 group.finish();
@@ -232,12 +268,11 @@ fn bench(c: &mut Criterion) {
     }
 
     if !decode.is_empty() {
-        println!("\ndecode (m = 1, weights cold), {threads} threads, median of 25; bw = read bandwidth measured just before");
+        println!("\ndecode (m = 1, weights cold), {threads} threads: 5 rounds of (bandwidth probe, 5 calls); medians");
         println!("{:<44} {:>10} {:>9} {:>9} {:>8}", "kernel", "µs", "GB/s", "bw GB/s", "of bw");
         for r in &decode {
             let gbs = r.work as f64 / r.seconds / 1e9;
-            let bw = r.bandwidth / 1e9;
-            println!("{:<44} {:>10.1} {:>9.1} {:>9.1} {:>7.0}%", r.id, r.seconds * 1e6, gbs, bw, 100.0 * gbs / bw);
+            println!("{:<44} {:>10.1} {:>9.1} {:>9.1} {:>7.0}%", r.id, r.seconds * 1e6, gbs, r.bandwidth / 1e9, 100.0 * r.ratio);
         }
     }
     if !prefill.is_empty() {

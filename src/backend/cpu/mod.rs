@@ -243,14 +243,16 @@ macro_rules! isa_entry_points {
 
 isa_entry_points!(scalar, Isa::Scalar, 8, 4, simd::scalar::Scalar,);
 isa_entry_points!(portable, Isa::Portable, 8, 4, simd::portable::Portable,);
-// SAFETY (the `$token` expressions below): see the macro's comment — these entry points run only
-// on CPUs where `Kernels::for_isa` confirmed the level.
+// The `unsafe` token constructors below: see the macro's comment.
 #[cfg(target_arch = "x86_64")]
+// SAFETY: entry points reachable only through a table `Kernels::for_isa` gave out for a detected level.
 isa_entry_points!(avx2, Isa::Avx2, 8, 4, unsafe { simd::x86::Avx2::new_unchecked() }, target_feature(enable = "avx2,fma,f16c"));
 #[cfg(target_arch = "x86_64")]
+// SAFETY: as above.
 isa_entry_points!(avx512, Isa::Avx512, 16, 8, unsafe { simd::x86::Avx512::new_unchecked() },
     target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq"));
 #[cfg(target_arch = "x86_64")]
+// SAFETY: as above.
 isa_entry_points!(avx512vnni, Isa::Avx512Vnni, 16, 12, unsafe { simd::x86::Avx512Vnni::new_unchecked() },
     target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"));
 

@@ -136,9 +136,9 @@ impl TaskOut<'_> {
     /// Writes `vals` to `y[row][col0 .. col0 + vals.len()]`, which must lie in this task's columns.
     pub fn write(&self, row: usize, col0: usize, vals: &[f32]) {
         assert!(row < self.m && col0 >= self.cols.start && col0 + vals.len() <= self.cols.end);
-        // SAFETY: the asserted range lies inside row `row` of `y` (m × n, cols.end ≤ n, checked
-        // in `Output::task`), borrowed mutably for the `Output`'s lifetime, and inside this
-        // task's columns, which no other live `TaskOut` writes (`Output::task`'s contract).
+        // The asserted range lies inside row `row` of `y` (m × n, cols.end ≤ n, checked in
+        // `Output::task`), which the `Output` borrows mutably for its whole lifetime.
+        // SAFETY: in bounds (above); no other live `TaskOut` writes these columns (`Output::task`).
         unsafe { self.y.add(row * self.n + col0).as_ptr().copy_from_nonoverlapping(vals.as_ptr(), vals.len()) }
     }
 }
