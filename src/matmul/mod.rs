@@ -11,7 +11,7 @@
 pub mod reference;
 
 use crate::backend::cpu::kernels::quant_panel::PanelBuf;
-use crate::backend::cpu::kernels::{Acts, BlockScales, Output, WeightRows};
+use crate::backend::cpu::kernels::{grow, Acts, BlockScales, Output, WeightRows};
 use crate::backend::cpu::{Isa, Kernels};
 use crate::error::shape_err;
 use crate::quant::QK;
@@ -86,13 +86,6 @@ pub struct Scratch {
     by_block: Vec<BlockScales>,
     /// one per task
     panels: Vec<PanelBuf>,
-}
-
-fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) -> &mut [T] {
-    if v.len() < len {
-        v.resize(len, T::default());
-    }
-    &mut v[..len]
 }
 
 /// CPU execution: a kernel table for one instruction-set level and a thread pool.

@@ -13,6 +13,15 @@ pub(crate) mod quantize;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
+/// `v[..len]`, growing `v` first if it is shorter: scratch buffers reach the largest size
+/// seen and are then reused without allocating.
+pub(crate) fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+    &mut v[..len]
+}
+
 /// Activations as the kernels see them: `m` rows of `k` values, in f32 and — for the integer
 /// paths — quantized to 8 bits per 32-element block (ggml's Q8_0/Q8_1 values, stored as
 /// separate arrays so a block's 32 bytes are one aligned-stride load).

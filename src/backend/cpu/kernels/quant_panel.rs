@@ -15,7 +15,7 @@
 //! Packing costs one pass over the task's weights per call; it is amortized over all `m` rows.
 
 use super::formats::QuantFormat;
-use super::{Acts, BlockScales, TaskOut, WeightRows};
+use super::{grow, Acts, BlockScales, TaskOut, WeightRows};
 use crate::backend::cpu::simd::{head, Simd};
 use crate::quant::float::f16_le;
 use crate::quant::QK;
@@ -36,14 +36,7 @@ pub(crate) struct PanelBuf {
 impl PanelBuf {
     /// The float panel, at least `len` long.
     pub(crate) fn floats(&mut self, len: usize) -> &mut [f32] {
-        grow(&mut self.floats, len);
-        &mut self.floats[..len]
-    }
-}
-
-fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
-    if v.len() < len {
-        v.resize(len, T::default());
+        grow(&mut self.floats, len)
     }
 }
 

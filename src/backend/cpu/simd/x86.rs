@@ -3,7 +3,7 @@
 //! Safety model: every method of these tokens executes instructions of its level. A token is
 //! only created by `new_unchecked`, whose contract is that the CPU supports the level; the
 //! kernel table for a level is built only after `detect()` returned true for it (see
-//! `backend::cpu::Isa::available`). So each `unsafe { … }` below relies on that one invariant,
+//! `backend::cpu::Isa::available`). So each unsafe block below relies on that one invariant,
 //! "a token exists ⇒ its features exist", plus explicit bounds: every pointer comes from a slice
 //! that `head()` has already bounds-checked to the exact size read or written.
 
@@ -53,7 +53,7 @@ impl<const VNNI: bool> X512<VNNI> {
 
 /// Every function here is `unsafe` with one precondition: the CPU supports AVX2 + FMA + F16C.
 /// Their bodies are sequences of intrinsics under that same precondition, so the lint asking for
-/// a separate `unsafe {}` around each intrinsic is relaxed for this module only.
+/// a separate unsafe block around each intrinsic is relaxed for this module only.
 mod ymm {
     #![allow(unsafe_op_in_unsafe_fn)]
     use super::*;
