@@ -33,13 +33,17 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_debug_implementations)]
 
+pub mod attention;
 pub mod backend;
 mod dtype;
 pub mod error;
+pub mod kv_cache;
 pub mod matmul;
 pub mod quant;
 
+pub use attention::{AttnParams, AttnScratch};
 pub use backend::cpu::{isa_report, Isa};
+pub use kv_cache::{KvCache, KvCacheConfig, KvDtype, SeqId};
 pub use dtype::{DType, DTypeInfo};
 pub use error::{Error, Result};
 pub use matmul::{Cpu, Scratch, Weights};

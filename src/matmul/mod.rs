@@ -138,6 +138,14 @@ impl Cpu {
         self.threads
     }
 
+    pub(crate) fn kernels(&self) -> &'static Kernels {
+        self.kernels
+    }
+
+    pub(crate) fn pool(&self) -> Option<&rayon::ThreadPool> {
+        self.pool.as_ref()
+    }
+
     /// `y = x · wᵀ`: `x` is `m × k`, `y` is `m × n` (row-major, f32).
     ///
     /// Errors (naming `matmul`) if the lengths disagree with `m`, `w.n()` and `w.k()`, or if `x`

@@ -13,6 +13,7 @@ mod tests;
 
 use crate::{DType, Error, Result};
 use kernels::quant_panel::PanelBuf;
+use kernels::attend::{AttnRows, KvSpan};
 use kernels::{Acts, TaskOut, WeightRows};
 use std::sync::OnceLock;
 
@@ -130,6 +131,9 @@ pub(crate) type RowsFn = unsafe fn(WeightRows, Acts, &TaskOut);
 /// Computes a task's output columns through packed panels (prefill).
 pub(crate) type PanelsFn = unsafe fn(WeightRows, Acts, &TaskOut, &mut PanelBuf);
 
+/// Folds a run of KV blocks into a task's attention rows.
+pub(crate) type AttendFn = unsafe fn(&KvSpan, &mut AttnRows);
+
 /// One level's kernels. Function pointers are `unsafe` because they are `#[target_feature]`
 /// code; a `Kernels` is only handed out by [`Kernels::for_isa`] for a supported level, which
 /// is what makes calling them sound.
@@ -142,6 +146,8 @@ pub(crate) struct Kernels {
     pub rows: [Option<RowsFn>; DType::ALL.len()],
     /// By [`DType::index`]; `Some` for every weight format.
     pub panels: [Option<PanelsFn>; DType::ALL.len()],
+    /// By [`crate::kv_cache::KvDtype::index`].
+    pub attend: [AttendFn; 3],
 }
 
 impl Kernels {
@@ -173,7 +179,7 @@ macro_rules! isa_entry_points {
     ($module:ident, $isa:expr, $lanes:expr, $mr:literal, $token:expr, $($attr:meta),*) => {
         mod $module {
             use super::kernels::formats::{Bf16, F16, F32, Q4_0, Q4_1, Q8_0};
-            use super::kernels::{float_panel, float_rows, quant_panel, quant_rows, quantize};
+            use super::kernels::{attend, float_panel, float_rows, quant_panel, quant_rows, quantize};
             use super::*;
 
             $(#[$attr])*
@@ -228,6 +234,18 @@ macro_rules! isa_entry_points {
             unsafe fn panels_q4_1(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
                 quant_panel::panels::<_, Q4_1, $mr>($token, w, x, out, buf)
             }
+            $(#[$attr])*
+            unsafe fn attend_f32(kv: &KvSpan, rows: &mut AttnRows) {
+                attend::attend::<_, F32>($token, kv, rows)
+            }
+            $(#[$attr])*
+            unsafe fn attend_f16(kv: &KvSpan, rows: &mut AttnRows) {
+                attend::attend::<_, F16>($token, kv, rows)
+            }
+            $(#[$attr])*
+            unsafe fn attend_i8(kv: &KvSpan, rows: &mut AttnRows) {
+                attend::attend::<_, attend::I8>($token, kv, rows)
+            }
 
             /// Indexed like `DType::ALL`: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q8_1.
             pub(super) static TABLE: Kernels = Kernels {
@@ -236,6 +254,7 @@ macro_rules! isa_entry_points {
                 quantize_row,
                 rows: [Some(rows_f32), Some(rows_f16), Some(rows_bf16), Some(rows_q8_0), Some(rows_q4_0), Some(rows_q4_1), None],
                 panels: [Some(panels_f32), Some(panels_f16), Some(panels_bf16), Some(panels_q8_0), Some(panels_q4_0), Some(panels_q4_1), None],
+                attend: [attend_f32, attend_f16, attend_i8],
             };
         }
     };

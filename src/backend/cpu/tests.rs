@@ -34,6 +34,11 @@ fn check_words<S: Simd>(s: S, a: &[u8; 64], b: &[i8; 64]) {
     assert_eq!(lanes(s, s.dot_u8(acc, s.iload(a), s.iload(b_u8))), want_u8, "dot_u8");
     assert_eq!(lanes(s, s.dot_u7(acc, s.iload(&a7), s.iload(b_u8))), want_u7, "dot_u7");
 
+    let mut widened = [0f32; 16];
+    s.store(s.load_i8(a), &mut widened);
+    let want_i8: Vec<f32> = a[..S::LANES].iter().map(|&v| v as i8 as f32).collect();
+    assert_eq!(&widened[..S::LANES], &want_i8[..], "load_i8");
+
     // Block words: one 32-byte block.
     let a32: &[u8; 32] = a7[..32].try_into().unwrap();
     let b32: &[u8; 32] = b_u8[..32].try_into().unwrap();

@@ -3,6 +3,7 @@
 //! Everything here takes inputs validated by the public op (`crate::matmul`); bodies index
 //! slices normally (bounds-checked), so a broken invariant panics rather than misbehaves.
 
+pub(crate) mod attend;
 pub(crate) mod float_panel;
 pub(crate) mod float_rows;
 pub(crate) mod formats;

@@ -43,6 +43,8 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn load_f16(self, x: &[u8]) -> Self::F;
     /// `LANES` little-endian bf16 from the first `2 · LANES` bytes of `x`.
     fn load_bf16(self, x: &[u8]) -> Self::F;
+    /// `LANES` signed bytes from the start of `x`, widened to f32.
+    fn load_i8(self, x: &[u8]) -> Self::F;
     fn store(self, v: Self::F, out: &mut [f32]);
     /// `a · b + c` (fused where the ISA has FMA).
     fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;

@@ -38,6 +38,10 @@ impl Simd for Portable {
         f32x8::new(Scalar.load_f32le(x))
     }
     #[inline(always)]
+    fn load_i8(self, x: &[u8]) -> f32x8 {
+        f32x8::new(Scalar.load_i8(x))
+    }
+    #[inline(always)]
     fn load_f16(self, x: &[u8]) -> f32x8 {
         f32x8::new(Scalar.load_f16(x))
     }

@@ -44,6 +44,11 @@ impl Simd for Scalar {
         std::array::from_fn(|i| f32::from_le_bytes([x[4 * i], x[4 * i + 1], x[4 * i + 2], x[4 * i + 3]]))
     }
     #[inline(always)]
+    fn load_i8(self, x: &[u8]) -> F8 {
+        let x: &[u8; 8] = head(x);
+        std::array::from_fn(|i| x[i] as i8 as f32)
+    }
+    #[inline(always)]
     fn load_f16(self, x: &[u8]) -> F8 {
         let x: &[u8; 16] = head(x);
         std::array::from_fn(|i| f16_bits_to_f32(u16::from_le_bytes([x[2 * i], x[2 * i + 1]])))

@@ -153,6 +153,12 @@ impl Simd for Avx2 {
         unsafe { _mm256_loadu_ps(x.as_ptr().cast()) }
     }
     #[inline(always)]
+    fn load_i8(self, x: &[u8]) -> __m256 {
+        let x: &[u8; 8] = head(x);
+        // SAFETY: token ⇒ AVX2; `x` is exactly 8 bytes, the width of `loadl_epi64`.
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(x.as_ptr().cast()))) }
+    }
+    #[inline(always)]
     fn load_f16(self, x: &[u8]) -> __m256 {
         let x: &[u8; 16] = head(x);
         // SAFETY: token ⇒ F16C; `x` is exactly 16 bytes.
@@ -405,6 +411,12 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
         let x: &[u8; 64] = head(x);
         // SAFETY: token ⇒ AVX-512F; `x` is exactly 64 bytes; `loadu` has no alignment requirement.
         unsafe { _mm512_loadu_ps(x.as_ptr().cast()) }
+    }
+    #[inline(always)]
+    fn load_i8(self, x: &[u8]) -> __m512 {
+        let x: &[u8; 16] = head(x);
+        // SAFETY: token ⇒ AVX-512F; `x` is exactly 16 bytes.
+        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(x.as_ptr().cast()))) }
     }
     #[inline(always)]
     fn load_f16(self, x: &[u8]) -> __m512 {

@@ -1,0 +1,289 @@
+//! Attention over the paged KV cache: causal prefill and batched decode, flash-style.
+//!
+//! Shapes: queries and outputs are `(n_q, n_heads, head_dim)` row-major f32; keys and values
+//! live in a [`KvCache`]. Query heads `h` read KV head `h / (n_heads / n_kv_heads)` (grouped-
+//! or multi-query attention). The queries are always a sequence's *last* `n_q` tokens, whose keys
+//! and values the caller has already written: query `i` sits at position `len − n_q + i` and sees
+//! keys `max(0, pos − window + 1) ..= pos`.
+//!
+//! Work is split into tasks (see `backend::cpu::kernels::attend`): prefill by (KV head, tile of
+//! query positions), decode by (sequence, KV head, run of blocks) so one long context spreads
+//! over every thread; partial results of one query row are merged by log-sum-exp
+//! (flash-decoding). Each task's working memory lives in an [`AttnScratch`] reused across calls.
+
+pub mod reference;
+
+use crate::backend::cpu::kernels::attend::{AttnRows, KvSpan};
+use crate::backend::cpu::kernels::grow;
+use crate::error::shape_err;
+use crate::kv_cache::{KvCache, SeqId, SeqView};
+use crate::{Cpu, Error, Result};
+use rayon::prelude::*;
+
+/// Query positions per prefill task.
+const PREFILL_TILE: usize = 16;
+
+/// What attention computes, besides the data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnParams {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies `q · k` (usually `1 / √head_dim`).
+    pub scale: f32,
+    /// `Some(c)`: scores become `c · tanh(score / c)` (Gemma-2 style soft-capping).
+    pub softcap: Option<f32>,
+    /// `Some(w)`: each query sees only the `w` most recent positions, itself included.
+    pub window: Option<usize>,
+}
+
+impl AttnParams {
+    /// Plain causal attention with scale `1 / √head_dim`.
+    pub fn new(n_heads: usize, n_kv_heads: usize, head_dim: usize) -> AttnParams {
+        AttnParams { n_heads, n_kv_heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), softcap: None, window: None }
+    }
+
+    fn validate(&self, op: &'static str, cache: &KvCache) -> Result<()> {
+        let c = cache.config();
+        let bad = |detail: String| Err(Error::Invalid { what: op, detail });
+        if self.n_kv_heads != c.n_kv_heads || self.head_dim != c.head_dim {
+            return bad(format!(
+                "params have {} KV heads of {}, the cache {} of {}",
+                self.n_kv_heads, self.head_dim, c.n_kv_heads, c.head_dim
+            ));
+        }
+        if self.n_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+            return bad(format!("n_heads = {} is not a positive multiple of n_kv_heads = {}", self.n_heads, self.n_kv_heads));
+        }
+        if !self.scale.is_finite() || self.softcap.is_some_and(|c| !(c.is_finite() && c > 0.0)) || self.window == Some(0) {
+            return bad(format!("scale must be finite, softcap positive and finite, window ≥ 1: {self:?}"));
+        }
+        Ok(())
+    }
+}
+
+/// One task's working memory (see `kernels::attend::AttnRows`).
+#[derive(Default, Debug)]
+struct TaskBuf {
+    /// which sequence of the call (decode batch index; 0 for prefill)
+    seq: usize,
+    kv_head: usize,
+    /// blocks `block_lo..block_hi` of the sequence
+    block_lo: usize,
+    block_hi: usize,
+    /// (rows) row of the output (`token · n_heads + head`) each task row feeds
+    out_row: Vec<usize>,
+    /// (rows, head_dim)
+    q: Vec<f32>,
+    lo: Vec<usize>,
+    hi: Vec<usize>,
+    m: Vec<f32>,
+    l: Vec<f32>,
+    /// (rows, head_dim)
+    acc: Vec<f32>,
+    /// (rows, block_size)
+    s: Vec<f32>,
+}
+
+impl TaskBuf {
+    fn reset(&mut self, seq: usize, kv_head: usize, blocks: std::ops::Range<usize>) {
+        (self.seq, self.kv_head, self.block_lo, self.block_hi) = (seq, kv_head, blocks.start, blocks.end);
+        for v in [&mut self.out_row, &mut self.lo, &mut self.hi] {
+            v.clear();
+        }
+        self.q.clear();
+    }
+
+    /// Adds a query row: `q` scaled, seeing keys `lo..=hi`, feeding output row `out_row`.
+    fn push_row(&mut self, q: &[f32], scale: f32, lo: usize, hi: usize, out_row: usize) {
+        self.q.extend(q.iter().map(|x| x * scale));
+        self.lo.push(lo);
+        self.hi.push(hi);
+        self.out_row.push(out_row);
+    }
+}
+
+/// Reusable working memory for attention calls: steady-state calls allocate nothing.
+#[derive(Default, Debug)]
+pub struct AttnScratch {
+    tasks: Vec<TaskBuf>,
+    /// (out rows) merged running max and denominator, (out rows, head_dim) merged numerator
+    m: Vec<f32>,
+    l: Vec<f32>,
+    acc: Vec<f32>,
+}
+
+impl Cpu {
+    /// Causal attention for the last `n_q` tokens of `seq` (prefill): `q` and `out` are
+    /// `(n_q, n_heads, head_dim)`.
+    pub fn attention_prefill(
+        &self,
+        cache: &KvCache,
+        layer: usize,
+        seq: SeqId,
+        q: &[f32],
+        out: &mut [f32],
+        p: &AttnParams,
+        scratch: &mut AttnScratch,
+    ) -> Result<()> {
+        const OP: &str = "attention_prefill";
+        p.validate(OP, cache)?;
+        let view = cache.view(seq, layer)?;
+        let row = p.n_heads * p.head_dim;
+        let n_q = q.len() / row;
+        if q.len() % row != 0 || out.len() != q.len() || n_q > view.len {
+            return shape_err(
+                OP,
+                format!("q ({}) and out ({}) must be (n_q ≤ {}, {} · {})", q.len(), out.len(), view.len, p.n_heads, p.head_dim),
+            );
+        }
+        check_finite(OP, q)?;
+        let (g, hd, bs) = (p.n_heads / p.n_kv_heads, p.head_dim, view.layer.block_size);
+        let first = view.len - n_q;
+        let n_tasks = n_q.div_ceil(PREFILL_TILE) * p.n_kv_heads;
+        if scratch.tasks.len() < n_tasks {
+            scratch.tasks.resize_with(n_tasks, TaskBuf::default);
+        }
+        for (i, task) in scratch.tasks[..n_tasks].iter_mut().enumerate() {
+            let (tile, kvh) = (i / p.n_kv_heads, i % p.n_kv_heads);
+            let (t0, t1) = (tile * PREFILL_TILE, ((tile + 1) * PREFILL_TILE).min(n_q));
+            let (lo, _) = key_range(first + t0, p.window);
+            task.reset(0, kvh, lo / bs..(first + t1).div_ceil(bs));
+            for t in t0..t1 {
+                let (lo, hi) = key_range(first + t, p.window);
+                for h in kvh * g..(kvh + 1) * g {
+                    task.push_row(&q[(t * p.n_heads + h) * hd..][..hd], p.scale, lo, hi, t * p.n_heads + h);
+                }
+            }
+        }
+        self.run_tasks(&[view], p, n_tasks, scratch);
+        merge(&scratch.tasks[..n_tasks], hd, n_q * p.n_heads, out, &mut scratch.m, &mut scratch.l, &mut scratch.acc);
+        Ok(())
+    }
+
+    /// Decode attention for a batch of sequences, each contributing its last token as one query:
+    /// `q` and `out` are `(batch, n_heads, head_dim)`, row `b` for `seqs[b]`. Long contexts are
+    /// split across threads and merged by log-sum-exp.
+    pub fn attention_decode(
+        &self,
+        cache: &KvCache,
+        layer: usize,
+        seqs: &[SeqId],
+        q: &[f32],
+        out: &mut [f32],
+        p: &AttnParams,
+        scratch: &mut AttnScratch,
+    ) -> Result<()> {
+        const OP: &str = "attention_decode";
+        p.validate(OP, cache)?;
+        let row = p.n_heads * p.head_dim;
+        if q.len() != seqs.len() * row || out.len() != q.len() {
+            return shape_err(OP, format!("q ({}) and out ({}) must be ({} seqs, {row})", q.len(), out.len(), seqs.len()));
+        }
+        check_finite(OP, q)?;
+        let views = seqs.iter().map(|&s| cache.view(s, layer)).collect::<Result<Vec<_>>>()?;
+        if let Some(b) = views.iter().position(|v| v.len == 0) {
+            return Err(Error::Invalid { what: OP, detail: format!("sequence {b} is empty: write its token first") });
+        }
+        let (g, hd) = (p.n_heads / p.n_kv_heads, p.head_dim);
+        // Split each (sequence, KV head) into runs of blocks so there are ~8 tasks per thread.
+        let heads = seqs.len() * p.n_kv_heads;
+        let splits = (8 * self.threads()).div_ceil(heads.max(1)).max(1);
+        let mut n_tasks = 0;
+        for (b, v) in views.iter().enumerate() {
+            let (lo, hi) = key_range(v.len - 1, p.window);
+            let bs = v.layer.block_size;
+            let (first_block, blocks) = (lo / bs, hi / bs + 1);
+            let per = (blocks - first_block).div_ceil(splits).max(2);
+            for kvh in 0..p.n_kv_heads {
+                for start in (first_block..blocks).step_by(per) {
+                    if scratch.tasks.len() <= n_tasks {
+                        scratch.tasks.push(TaskBuf::default());
+                    }
+                    let task = &mut scratch.tasks[n_tasks];
+                    task.reset(b, kvh, start..(start + per).min(blocks));
+                    for h in kvh * g..(kvh + 1) * g {
+                        task.push_row(&q[(b * p.n_heads + h) * hd..][..hd], p.scale, lo, hi, b * p.n_heads + h);
+                    }
+                    n_tasks += 1;
+                }
+            }
+        }
+        self.run_tasks(&views, p, n_tasks, scratch);
+        merge(&scratch.tasks[..n_tasks], hd, seqs.len() * p.n_heads, out, &mut scratch.m, &mut scratch.l, &mut scratch.acc);
+        Ok(())
+    }
+
+    fn run_tasks(&self, views: &[SeqView], p: &AttnParams, n_tasks: usize, scratch: &mut AttnScratch) {
+        let attend = self.kernels().attend[views[0].layer.dtype.index()];
+        let hd = p.head_dim;
+        let run = |task: &mut TaskBuf| {
+            let v = &views[task.seq];
+            let bs = v.layer.block_size;
+            let rows = task.lo.len();
+            let TaskBuf { q, lo, hi, m, l, acc, s, .. } = task;
+            let (m, l) = (grow(m, rows), grow(l, rows));
+            m.fill(f32::NEG_INFINITY);
+            l.fill(0.0);
+            let acc = grow(acc, rows * hd);
+            acc.fill(0.0);
+            let span = KvSpan {
+                layer: v.layer,
+                head: task.kv_head,
+                blocks: &v.blocks[task.block_lo..task.block_hi],
+                first_pos: task.block_lo * bs,
+                len: v.len,
+                softcap: p.softcap,
+            };
+            let mut rows = AttnRows { q, lo, hi, m, l, acc, s: grow(s, rows * bs) };
+            // SAFETY: the table came from `Kernels::for_isa` (a supported level); the spans and
+            // rows are consistent: blocks exist in the layer's pool, q/acc are rows·head_dim,
+            // s is rows·block_size, and every position read is below the sequence length.
+            unsafe { attend(&span, &mut rows) };
+        };
+        let tasks = &mut scratch.tasks[..n_tasks];
+        match self.pool() {
+            Some(pool) if n_tasks > 1 => pool.install(|| tasks.par_iter_mut().with_max_len(1).for_each(run)),
+            _ => tasks.iter_mut().for_each(run),
+        }
+    }
+}
+
+/// The inclusive key positions a query at `pos` sees.
+fn key_range(pos: usize, window: Option<usize>) -> (usize, usize) {
+    (window.map_or(0, |w| (pos + 1).saturating_sub(w)), pos)
+}
+
+fn check_finite(op: &'static str, x: &[f32]) -> Result<()> {
+    if x.iter().fold(true, |ok, v| ok & v.is_finite()) { Ok(()) } else { Err(Error::NonFinite { op }) }
+}
+
+/// Combines every task's partial rows into `out` (out_rows, head_dim): log-sum-exp merge of
+/// the running maxima, then `acc / l`.
+fn merge(tasks: &[TaskBuf], hd: usize, out_rows: usize, out: &mut [f32], m: &mut Vec<f32>, l: &mut Vec<f32>, acc: &mut Vec<f32>) {
+    let (m, l, acc) = (grow(m, out_rows), grow(l, out_rows), grow(acc, out_rows * hd));
+    m.fill(f32::NEG_INFINITY);
+    l.fill(0.0);
+    acc.fill(0.0);
+    for task in tasks {
+        for (r, &o) in task.out_row.iter().enumerate() {
+            let tm = task.m[r];
+            if tm == f32::NEG_INFINITY {
+                continue;
+            }
+            let new_m = m[o].max(tm);
+            let (a_old, a_new) = ((m[o] - new_m).exp(), (tm - new_m).exp());
+            l[o] = l[o] * a_old + task.l[r] * a_new;
+            for (x, &y) in acc[o * hd..(o + 1) * hd].iter_mut().zip(&task.acc[r * hd..(r + 1) * hd]) {
+                *x = *x * a_old + y * a_new;
+            }
+            m[o] = new_m;
+        }
+    }
+    for o in 0..out_rows {
+        let inv = if l[o] > 0.0 { 1.0 / l[o] } else { 0.0 };
+        for (y, &x) in out[o * hd..(o + 1) * hd].iter_mut().zip(&acc[o * hd..(o + 1) * hd]) {
+            *y = x * inv;
+        }
+    }
+}

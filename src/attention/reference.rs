@@ -1,0 +1,90 @@
+//! The specification: gather the sequence's stored keys and values, then dense softmax
+//! attention in f64. Safe, scalar, obvious.
+
+use super::{key_range, AttnParams};
+use crate::kv_cache::{KvCache, SeqId};
+use crate::Result;
+
+/// The reference result and the magnitudes the f32 error bound depends on.
+#[derive(Debug, Clone)]
+pub struct RefAttention {
+    /// (n_q, n_heads, head_dim)
+    pub out: Vec<f64>,
+    /// (n_q · n_heads) largest `scale · Σᵢ |qᵢ kᵢ|` over the keys each row sees
+    pub score_mag: Vec<f64>,
+    /// (n_q · n_heads) largest `|v|` element over the keys each row sees
+    pub v_max: Vec<f64>,
+    /// (n_q · n_heads) keys each row sees
+    pub n_keys: Vec<usize>,
+}
+
+/// Attention of the last `q.len() / (n_heads · head_dim)` tokens of `seq`, as
+/// [`crate::Cpu::attention_prefill`] defines it (decode is the case `n_q = 1`).
+pub fn attention_f64(cache: &KvCache, layer: usize, seq: SeqId, q: &[f32], p: &AttnParams) -> Result<RefAttention> {
+    let (hd, g) = (p.head_dim, p.n_heads / p.n_kv_heads);
+    let n_q = q.len() / (p.n_heads * hd);
+    let len = cache.len(seq)?;
+    let kv = (0..len).map(|pos| cache.read(seq, layer, pos)).collect::<Result<Vec<_>>>()?;
+    let rows = n_q * p.n_heads;
+    let mut r = RefAttention { out: vec![0.0; rows * hd], score_mag: vec![0.0; rows], v_max: vec![0.0; rows], n_keys: vec![0; rows] };
+    for t in 0..n_q {
+        let pos = len - n_q + t;
+        let (lo, hi) = key_range(pos, p.window);
+        for h in 0..p.n_heads {
+            let (row, kvh) = (t * p.n_heads + h, h / g);
+            let qv = &q[row * hd..(row + 1) * hd];
+            let head = |x: &[f32]| x[kvh * hd..(kvh + 1) * hd].iter().map(|&v| v as f64).collect::<Vec<_>>();
+            let mut scores = Vec::new();
+            for (k, v) in &kv[lo..=hi] {
+                let (k, v) = (head(k), head(v));
+                let dot: f64 = qv.iter().zip(&k).map(|(&a, b)| a as f64 * b).sum();
+                let mag: f64 = qv.iter().zip(&k).map(|(&a, b)| (a as f64 * b).abs()).sum::<f64>() * p.scale as f64;
+                let s = dot * p.scale as f64;
+                let s = match p.softcap {
+                    Some(c) => c as f64 * (s / c as f64).tanh(),
+                    None => s,
+                };
+                scores.push((s, v));
+                r.score_mag[row] = r.score_mag[row].max(mag);
+            }
+            let max = scores.iter().map(|(s, _)| *s).fold(f64::NEG_INFINITY, f64::max);
+            let denom: f64 = scores.iter().map(|(s, _)| (s - max).exp()).sum();
+            for (s, v) in &scores {
+                let w = (s - max).exp() / denom;
+                for (o, x) in r.out[row * hd..(row + 1) * hd].iter_mut().zip(v) {
+                    *o += w * x;
+                    r.v_max[row] = r.v_max[row].max(x.abs());
+                }
+            }
+            r.n_keys[row] = scores.len();
+        }
+    }
+    Ok(r)
+}
+
+/// Bound on `|f32 kernel − reference|` for one output element of a row, both reading the same
+/// stored keys and values. Derivation (ε = f32::EPSILON, S = `score_mag`, T = `n_keys`):
+/// - each score: a head_dim-term f32 dot product plus the pre-scaling of q, so
+///   `|ŝ − s| ≤ δ = (head_dim + 2)·ε·S`; soft-capping is 1-Lipschitz (plus ≤ 2ε·S rounding);
+/// - each weight `exp(s − m)`: its argument is off by ≤ 2δ + ε·|s − m| ≤ 2δ + 2ε·S (m is an
+///   f32 score too), exp adds ε relative: weights are off by a factor `e^{±η}`,
+///   `η = 2δ + 2ε·S + 2ε`; a ratio of such sums moves the output by ≤ `(e^{2η} − 1)·max|v|`;
+/// - accumulating T weighted values and their weights, rescaled at most once per block and
+///   once per merge, adds ≤ `(T + 2·T/block_size + 8)·ε·max|v|` (each term relative ≤ ε per add).
+pub fn f32_error_bound(head_dim: usize, block_size: usize, score_mag: f64, v_max: f64, n_keys: usize) -> f64 {
+    let eps = f32::EPSILON as f64;
+    let delta = (head_dim as f64 + 4.0) * eps * score_mag;
+    let eta = 2.0 * delta + 2.0 * eps * score_mag + 2.0 * eps;
+    let t = n_keys as f64;
+    v_max * ((2.0 * eta).exp() - 1.0 + (t + 2.0 * t / block_size as f64 + 8.0) * eps)
+}
+
+/// Extra error of an int8 cache against the same data stored in f32, per output element.
+/// Each stored element is off by ≤ `max|row| / 254` (half a step of `max|row| / 127`), so each
+/// score by ≤ `δ₈ = scale · Σ|qᵢ| · k_absmax / 254` and each value by ≤ `v_absmax / 254`,
+/// where the maxima are over all the keys' and values' elements:
+/// `|o₈ − o| ≤ (e^{2δ₈} − 1)·v_absmax + v_absmax / 254`.
+pub fn int8_error_bound(scale: f32, q_abs_sum: f64, k_absmax: f64, v_absmax: f64) -> f64 {
+    let delta = scale as f64 * q_abs_sum * k_absmax / 254.0;
+    ((2.0 * delta).exp() - 1.0) * v_absmax + v_absmax / 254.0
+}
