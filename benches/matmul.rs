@@ -14,123 +14,19 @@
 //! call streams its matrix from memory, as each matrix does in a real decode step.
 //! `SPARQ_BENCH_THREADS` sets the thread count (default 2).
 
+mod common;
+
+use common::{against_bandwidth, median_time, read_bandwidth, threads};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rayon::prelude::*;
 use sparq::{quant, Cpu, DType, Isa, Scratch, Weights};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SMOLLM2: [(usize, usize); 5] = [(576, 576), (192, 576), (1536, 576), (576, 1536), (49152, 576)];
 const LLAMA8B: [(usize, usize); 2] = [(4096, 4096), (14336, 4096)];
 /// Total size of the rotated weight copies in decode benchmarks: the same working set as the
 /// bandwidth probe (1 GiB), far beyond any cache, so the two are compared like for like.
 const COLD_BYTES: usize = 1 << 30;
-
-fn threads() -> usize {
-    std::env::var("SPARQ_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// Two ways to consume a buffer: a wide XOR fold (32 independent 64-byte accumulators) and a
-/// multiply-add per element. On this machine the second, slower per byte, streams *faster*
-/// (~48 vs ~44 GB/s; a tight 8-wide fold only ~11), presumably leaving the prefetchers room; so
-/// the probe takes the best of both rather than trusting one access pattern.
-#[inline(always)]
-fn fold_xor(c: &[u64]) -> u64 {
-    let mut acc = [0u64; 256];
-    for chunk in c.chunks_exact(256) {
-        for i in 0..256 {
-            acc[i] ^= chunk[i];
-        }
-    }
-    acc.iter().fold(0, |a, b| a ^ b)
-}
-
-#[inline(always)]
-fn fold_mul_add(c: &[u64]) -> u64 {
-    let mut acc = [0u64; 8];
-    for chunk in c.chunks_exact(8) {
-        for i in 0..8 {
-            acc[i] = acc[i].wrapping_mul(3).wrapping_add(chunk[i]);
-        }
-    }
-    acc.iter().fold(0, |a, b| a ^ b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn fold_avx512(c: &[u64], xor: bool) -> u64 {
-    if xor { fold_xor(c) } else { fold_mul_add(c) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn fold_avx2(c: &[u64], xor: bool) -> u64 {
-    if xor { fold_xor(c) } else { fold_mul_add(c) }
-}
-
-/// A fold compiled for the widest loads this CPU has.
-fn fold_widest(c: &[u64], xor: bool) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F detected just above.
-            return unsafe { fold_avx512(c, xor) };
-        }
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 detected just above.
-            return unsafe { fold_avx2(c, xor) };
-        }
-    }
-    if xor { fold_xor(c) } else { fold_mul_add(c) }
-}
-
-/// Read bandwidth (bytes/s): over a 1 GiB buffer on `threads` threads, the best median of 5
-/// among both folds × (one contiguous half per thread, or 8 pieces per thread).
-fn read_bandwidth(pool: &rayon::ThreadPool, threads: usize) -> f64 {
-    let buf: Vec<u64> = (0..(1u64 << 30) / 8).collect();
-    let mut best = 0f64;
-    for xor in [true, false] {
-        for pieces in [threads, 8 * threads] {
-            let chunk = buf.len().div_ceil(pieces);
-            let samples = (0..5)
-                .map(|_| {
-                    let t = Instant::now();
-                    let s: u64 = pool.install(|| buf.par_chunks(chunk).map(|c| fold_widest(c, xor)).reduce(|| 0, |a, b| a ^ b));
-                    black_box(s);
-                    (buf.len() * 8) as f64 / t.elapsed().as_secs_f64()
-                })
-                .collect();
-            best = best.max(median(samples));
-        }
-    }
-    best
-}
-
-/// A quicker probe for alternating with kernels: the best of the two folds over contiguous
-/// halves, median of 3 each.
-fn read_bandwidth_quick(pool: &rayon::ThreadPool, buf: &[u64], threads: usize) -> f64 {
-    let chunk = buf.len().div_ceil(threads);
-    [true, false]
-        .into_iter()
-        .map(|xor| {
-            median(
-                (0..3)
-                    .map(|_| {
-                        let t = Instant::now();
-                        let s: u64 = pool.install(|| buf.par_chunks(chunk).map(|c| fold_widest(c, xor)).reduce(|| 0, |a, b| a ^ b));
-                        black_box(s);
-                        (buf.len() * 8) as f64 / t.elapsed().as_secs_f64()
-                    })
-                    .collect(),
-            )
-        })
-        .fold(0.0, f64::max)
-}
 
 /// Deterministic values in [-1, 1), a different sequence per `seed`.
 fn weights_f32(n: usize, k: usize, seed: u64) -> Vec<f32> {
@@ -154,19 +50,6 @@ struct Measured {
     /// bytes of weights (decode) or operations 2·m·n·k (prefill) per call
     work: usize,
     seconds: f64,
-}
-
-/// Median of `runs` timed calls of `f`.
-fn median_time(runs: usize, mut f: impl FnMut()) -> f64 {
-    median(
-        (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
 }
 
 fn bench(c: &mut Criterion) {
@@ -240,23 +123,10 @@ fn bench(c: &mut Criterion) {
                         }
                     });
                     if m == 1 {
-                        // Rounds of: probe the bandwidth, then 5 cold calls. The bandwidth this VM
-                        // gets moves with its neighbours' load, so each round's kernel speed is
-                        // judged against the probe taken right next to it.
-                        let (mut times, mut bws, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-                        for _ in 0..5 {
-                            let bw = read_bandwidth_quick(&pool, &probe_buf, threads);
-                            let mut round = Vec::new();
-                            for _ in 0..5 {
-                                let w = cold();
-                                round.push(median_time(1, || cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul")));
-                            }
-                            let t = median(round);
-                            ratios.push(bytes.len() as f64 / t / bw);
-                            times.push(t);
-                            bws.push(bw);
-                        }
-                        decode.push(Measured { id, bandwidth: median(bws), ratio: median(ratios), work: bytes.len(), seconds: median(times) });
+                        let (bandwidth, ratio, seconds) = against_bandwidth(&pool, &probe_buf, threads, bytes.len(), || {
+                            cpu.matmul(&cold(), &x, m, &mut y, &mut scratch).expect("matmul")
+                        });
+                        decode.push(Measured { id, bandwidth, ratio, work: bytes.len(), seconds });
                     } else {
                         let seconds = median_time(5, || cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul"));
                         prefill.push(Measured { id, bandwidth: 0.0, ratio: 0.0, work: 2 * m * n * k, seconds });

@@ -67,14 +67,14 @@ pub fn attention_f64(cache: &KvCache, layer: usize, seq: SeqId, q: &[f32], p: &A
 /// - each score: a head_dim-term f32 dot product plus the pre-scaling of q, so
 ///   `|ŝ − s| ≤ δ = (head_dim + 2)·ε·S`; soft-capping is 1-Lipschitz (plus ≤ 2ε·S rounding);
 /// - each weight `exp(s − m)`: its argument is off by ≤ 2δ + ε·|s − m| ≤ 2δ + 2ε·S (m is an
-///   f32 score too), exp adds ε relative: weights are off by a factor `e^{±η}`,
-///   `η = 2δ + 2ε·S + 2ε`; a ratio of such sums moves the output by ≤ `(e^{2η} − 1)·max|v|`;
+///   f32 score too), the vectorized exp adds ≤ 3 ulp relative (tested per level): weights are
+///   off by a factor `e^{±η}`, `η = 2δ + 2ε·S + 4ε`; a ratio of such sums moves the output by ≤ `(e^{2η} − 1)·max|v|`;
 /// - accumulating T weighted values and their weights, rescaled at most once per block and
 ///   once per merge, adds ≤ `(T + 2·T/block_size + 8)·ε·max|v|` (each term relative ≤ ε per add).
 pub fn f32_error_bound(head_dim: usize, block_size: usize, score_mag: f64, v_max: f64, n_keys: usize) -> f64 {
     let eps = f32::EPSILON as f64;
     let delta = (head_dim as f64 + 4.0) * eps * score_mag;
-    let eta = 2.0 * delta + 2.0 * eps * score_mag + 2.0 * eps;
+    let eta = 2.0 * delta + 2.0 * eps * score_mag + 4.0 * eps;
     let t = n_keys as f64;
     v_max * ((2.0 * eta).exp() - 1.0 + (t + 2.0 * t / block_size as f64 + 8.0) * eps)
 }

@@ -133,3 +133,35 @@ fn levels_are_ordered_and_choice_respects_caps() {
     }
     assert!("avx9000".parse::<Isa>().is_err());
 }
+
+/// The vectorized `exp` used by attention: within 3 ulp (relative 3·2⁻²³) of the f64 value on
+/// `[-87, 0]`, on every level (the attention error bound counts on it).
+fn check_exp<S: Simd>(s: S) {
+    let mut worst = 0f64;
+    for i in 0..=200_000 {
+        let x = -87.0 * (i as f32 / 200_000.0);
+        let mut out = [0f32; 16];
+        s.store(super::kernels::attend::exp(s, s.splat(x)), &mut out);
+        let want = (x as f64).exp();
+        worst = worst.max(((out[0] as f64 - want) / want).abs());
+    }
+    assert!(worst <= 3.0 * f32::EPSILON as f64 / 2.0 * 2.0, "exp relative error {worst:e}");
+}
+
+#[test]
+fn exp_is_accurate_on_every_level() {
+    check_exp(Scalar);
+    check_exp(super::simd::portable::Portable);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::simd::x86::{Avx2, Avx512};
+        // SAFETY (each): the token is created only after its level was detected.
+        if Avx2::detect() {
+            check_exp(unsafe { Avx2::new_unchecked() });
+        }
+        if Avx512::detect() {
+            // SAFETY: as above.
+            check_exp(unsafe { Avx512::new_unchecked() });
+        }
+    }
+}

@@ -3,7 +3,8 @@
 //! A task is one KV head, a run of its sequence's blocks and a set of query rows (the query
 //! heads of that KV head's group, at one or more positions), each row with its own inclusive
 //! key-position range (causal limit, sliding window). Blocks are the key tiles: for each block
-//! the body computes the rows' scores against its tokens, folds them into a running max `m`,
+//! the body computes the rows' scores against its tokens (keys are stored transposed per block,
+//! so that is `head_dim` broadcast multiply-adds over `block_size` tokens at a time), folds them into a running max `m`,
 //! denominator `l` and unnormalised output `acc` (the online softmax), then adds the block's
 //! values weighted by the probabilities. The score matrix never exists beyond one block.
 //! Callers merge tasks that split one row's keys by log-sum-exp and normalise (`acc / l`).
@@ -98,39 +99,112 @@ pub(crate) struct AttnRows<'a> {
     pub s: &'a mut [f32],
 }
 
-/// Σ q[i]·row[i] over `head_dim` elements of a stored row.
+/// Largest argument [`exp`] takes below: `e^-87 ≈ 1.6e-38` is still a normal f32.
+const EXP_MIN: f32 = -87.0;
+
+/// `e^x` for `x ≤ 0` (softmax arguments), as `2ⁿ · p(r)` with `x = n·ln2 + r`, `|r| ≤ ln2/2`
+/// and `p` the degree-6 Taylor polynomial (truncation `< r⁷/5040 < 2⁻²⁴`): within 3 ulp of
+/// `e^x` on `[-87, 0]` (tested against f64). Arguments below −87 give `e^-87`; callers zero
+/// masked lanes themselves.
 #[inline(always)]
-fn dot<S: Simd, K: KvFormat>(s: S, q: &[f32], row: &[u8]) -> f32 {
-    let (n, full) = (q.len(), q.len() / S::LANES * S::LANES);
-    let (mut a0, mut a1) = (s.zero(), s.zero());
-    let mut i = 0;
-    while i + 2 * S::LANES <= full {
-        a0 = s.mul_add(s.load(&q[i..]), K::load(s, &row[i * K::BYTES..]), a0);
-        a1 = s.mul_add(s.load(&q[i + S::LANES..]), K::load(s, &row[(i + S::LANES) * K::BYTES..]), a1);
-        i += 2 * S::LANES;
+pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = s.max(x, s.splat(EXP_MIN));
+    let n = s.round_to_i32(s.mul(x, s.splat(std::f32::consts::LOG2_E)));
+    let nf = s.to_f32(n);
+    let r = s.mul_add(nf, s.splat(-LN2_HI), x);
+    let r = s.mul_add(nf, s.splat(-LN2_LO), r);
+    let mut p = s.splat(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = s.mul_add(p, r, s.splat(c));
     }
-    if i < full {
-        a0 = s.mul_add(s.load(&q[i..]), K::load(s, &row[i * K::BYTES..]), a0);
-    }
-    let mut sum = s.sum(s.mul_add(a1, s.splat(1.0), a0));
-    for j in full..n {
-        sum += q[j] * K::get(row, j);
-    }
-    sum
+    s.mul(p, s.bits_to_f32(s.ishl(s.iadd(n, s.isplat(127)), 23)))
 }
 
-/// `acc += w · row` over `head_dim` elements.
+/// Scores of `NR` query rows against one block's `block_size` tokens: `q` is (NR, head_dim),
+/// `keys` the block's (head_dim, block_size) transposed keys, `out` (NR, block_size).
 #[inline(always)]
-fn axpy<S: Simd, K: KvFormat>(s: S, w: f32, row: &[u8], acc: &mut [f32]) {
-    let (n, full) = (acc.len(), acc.len() / S::LANES * S::LANES);
-    let wv = s.splat(w);
-    for i in (0..full).step_by(S::LANES) {
-        let v = s.mul_add(wv, K::load(s, &row[i * K::BYTES..]), s.load(&acc[i..]));
-        s.store(v, &mut acc[i..]);
+fn scores<S: Simd, K: KvFormat, const NR: usize>(s: S, q: &[f32], keys: &[u8], k_scale: &[f32], out: &mut [f32]) {
+    let hd = q.len() / NR;
+    let bs = out.len() / NR;
+    for tc in (0..bs).step_by(S::LANES) {
+        // Two accumulators per row (even and odd d) halve the dependency chains.
+        let (mut even, mut odd) = ([s.zero(); NR], [s.zero(); NR]);
+        let mut d = 0;
+        while d + 1 < hd {
+            let k0 = K::load(s, &keys[(d * bs + tc) * K::BYTES..]);
+            let k1 = K::load(s, &keys[((d + 1) * bs + tc) * K::BYTES..]);
+            for j in 0..NR {
+                even[j] = s.mul_add(s.splat(q[j * hd + d]), k0, even[j]);
+                odd[j] = s.mul_add(s.splat(q[j * hd + d + 1]), k1, odd[j]);
+            }
+            d += 2;
+        }
+        if d < hd {
+            let k = K::load(s, &keys[(d * bs + tc) * K::BYTES..]);
+            for j in 0..NR {
+                even[j] = s.mul_add(s.splat(q[j * hd + d]), k, even[j]);
+            }
+        }
+        for j in 0..NR {
+            let a = s.mul_add(odd[j], s.splat(1.0), even[j]);
+            let a = if K::SCALED { s.mul(a, s.load(&k_scale[tc..])) } else { a };
+            s.store(a, &mut out[j * bs + tc..]);
+        }
     }
-    for j in full..n {
-        acc[j] += w * K::get(row, j);
+}
+
+/// `acc[j] += Σ_t p[j][t] · v[t]` for `NR` rows over tokens `t_lo..t_hi` of one block: `p` is
+/// (NR, block_size), `values` the block's (block_size, head_dim), `acc` (NR, head_dim).
+#[inline(always)]
+fn accumulate<S: Simd, K: KvFormat, const NR: usize>(
+    s: S,
+    p: &[f32],
+    values: &[u8],
+    v_scale: &[f32],
+    tokens: std::ops::Range<usize>,
+    acc: &mut [f32],
+) {
+    let (hd, bs) = (acc.len() / NR, p.len() / NR);
+    let full = hd / S::LANES * S::LANES;
+    for dc in (0..full).step_by(S::LANES) {
+        let mut a: [S::F; NR] = std::array::from_fn(|j| s.load(&acc[j * hd + dc..]));
+        for t in tokens.clone() {
+            let v = K::load(s, &values[(t * hd + dc) * K::BYTES..]);
+            let vs = if K::SCALED { v_scale[t] } else { 1.0 };
+            for (j, a) in a.iter_mut().enumerate() {
+                *a = s.mul_add(s.splat(p[j * bs + t] * vs), v, *a);
+            }
+        }
+        for (j, a) in a.into_iter().enumerate() {
+            s.store(a, &mut acc[j * hd + dc..]);
+        }
     }
+    for d in full..hd {
+        for t in tokens.clone() {
+            let v = K::get(&values[t * hd * K::BYTES..], d) * if K::SCALED { v_scale[t] } else { 1.0 };
+            for j in 0..NR {
+                acc[j * hd + d] += p[j * bs + t] * v;
+            }
+        }
+    }
+}
+
+/// Calls `f::<NR>` on consecutive chunks of up to 4 rows (the register tile).
+macro_rules! by_row_chunks {
+    ($n_rows:expr, |$r0:ident, $nr:ident| $body:expr) => {{
+        let mut $r0 = 0;
+        while $r0 < $n_rows {
+            match $n_rows - $r0 {
+                1 => { const $nr: usize = 1; $body }
+                2 => { const $nr: usize = 2; $body }
+                3 => { const $nr: usize = 3; $body }
+                _ => { const $nr: usize = 4; $body }
+            }
+            $r0 += ($n_rows - $r0).min(4);
+        }
+    }};
 }
 
 /// Folds every block of `kv` into the rows' state (see the module documentation).
@@ -138,7 +212,6 @@ fn axpy<S: Simd, K: KvFormat>(s: S, w: f32, row: &[u8], acc: &mut [f32]) {
 pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRows) {
     let l = &kv.layer;
     let (hd, bs) = (l.head_dim, l.block_size);
-    let row_bytes = hd * K::BYTES;
     let n_rows = rows.lo.len();
     let (lo_all, hi_all) = (rows.lo.iter().copied().min().unwrap_or(0), rows.hi.iter().copied().max().unwrap_or(0));
     for (bi, &block) in kv.blocks.iter().enumerate() {
@@ -150,57 +223,86 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
             continue;
         }
         let t_hi = t_end - p0;
-        let slot0 = (block as usize * l.n_kv_heads + kv.head) * bs;
-        let keys = &l.k[slot0 * row_bytes..(slot0 + bs) * row_bytes];
-        let values = &l.v[slot0 * row_bytes..(slot0 + bs) * row_bytes];
-
-        // Scores, −∞ where a row may not look.
-        for t in t_lo..t_hi {
-            let key = &keys[t * row_bytes..(t + 1) * row_bytes];
-            let k_scale = if K::SCALED { l.k_scale[slot0 + t] } else { 1.0 };
-            let pos = p0 + t;
-            for r in 0..n_rows {
-                rows.s[r * bs + t] = if rows.lo[r] <= pos && pos <= rows.hi[r] {
-                    let raw = dot::<S, K>(s, &rows.q[r * hd..(r + 1) * hd], key) * k_scale;
-                    match kv.softcap {
-                        Some(c) => c * (raw / c).tanh(),
-                        None => raw,
-                    }
-                } else {
-                    f32::NEG_INFINITY
-                };
+        let slot0 = (kv.head * l.n_blocks + block as usize) * bs;
+        let bytes = bs * hd * K::BYTES;
+        let keys = &l.k[slot0 * hd * K::BYTES..][..bytes];
+        let values = &l.v[slot0 * hd * K::BYTES..][..bytes];
+        // The next block of this head (usually adjacent): its keys and values, line by line.
+        if let Some(&next) = kv.blocks.get(bi + 1) {
+            let at = (kv.head * l.n_blocks + next as usize) * bs * hd * K::BYTES;
+            for line in (0..bytes).step_by(64) {
+                s.prefetch(&l.k[at + line..]);
+                s.prefetch(&l.v[at + line..]);
             }
         }
-        // Online softmax: rescale the state once per block, scores become probabilities.
+        let (k_scale, v_scale) =
+            if K::SCALED { (&l.k_scale[slot0..slot0 + bs], &l.v_scale[slot0..slot0 + bs]) } else { (&[][..], &[][..]) };
+
+        by_row_chunks!(n_rows, |r0, NR| scores::<S, K, NR>(
+            s,
+            &rows.q[r0 * hd..(r0 + NR) * hd],
+            keys,
+            k_scale,
+            &mut rows.s[r0 * bs..(r0 + NR) * bs]
+        ));
+
+        // Online softmax: mask, rescale the state once per block, scores become probabilities.
         for r in 0..n_rows {
-            let sr = &mut rows.s[r * bs + t_lo..r * bs + t_hi];
-            let block_max = sr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            if block_max == f32::NEG_INFINITY {
+            let sr = &mut rows.s[r * bs..(r + 1) * bs];
+            let (lo, hi) = (rows.lo[r].max(p0), rows.hi[r].min(t_end - 1));
+            if lo > hi {
+                sr.fill(0.0);
                 continue;
             }
+            let whole = lo == p0 && hi == p0 + bs - 1;
+            let visible = lo - p0..hi - p0 + 1;
+            if let Some(c) = kv.softcap {
+                sr[visible.clone()].iter_mut().for_each(|x| *x = c * (*x / c).tanh());
+            }
+            if !whole {
+                // Slots outside the row's range may hold anything (even NaN): never use them.
+                for (t, x) in sr.iter_mut().enumerate() {
+                    if !visible.contains(&t) {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            let mut vmax = s.splat(f32::NEG_INFINITY);
+            for tc in (0..bs).step_by(S::LANES) {
+                vmax = s.max(vmax, s.load(&sr[tc..]));
+            }
+            let block_max = s.reduce_max(vmax);
             if block_max > rows.m[r] {
                 let alpha = (rows.m[r] - block_max).exp();
                 rows.l[r] *= alpha;
                 rows.acc[r * hd..(r + 1) * hd].iter_mut().for_each(|a| *a *= alpha);
                 rows.m[r] = block_max;
             }
-            let m = rows.m[r];
-            let mut sum = 0.0;
-            for x in sr.iter_mut() {
-                *x = (*x - m).exp();
-                sum += *x;
+            let m = s.splat(rows.m[r]);
+            let mut sum = s.zero();
+            for tc in (0..bs).step_by(S::LANES) {
+                let p = exp(s, s.mul_add(s.splat(-1.0), m, s.load(&sr[tc..])));
+                s.store(p, &mut sr[tc..]);
+                sum = s.mul_add(p, s.splat(1.0), sum);
+            }
+            let mut sum = s.sum(sum);
+            if !whole {
+                for (t, x) in sr.iter_mut().enumerate() {
+                    if !visible.contains(&t) {
+                        sum -= *x;
+                        *x = 0.0;
+                    }
+                }
             }
             rows.l[r] += sum;
         }
-        for t in t_lo..t_hi {
-            let value = &values[t * row_bytes..(t + 1) * row_bytes];
-            let v_scale = if K::SCALED { l.v_scale[slot0 + t] } else { 1.0 };
-            for r in 0..n_rows {
-                let p = rows.s[r * bs + t];
-                if p > 0.0 {
-                    axpy::<S, K>(s, p * v_scale, value, &mut rows.acc[r * hd..(r + 1) * hd]);
-                }
-            }
-        }
+        by_row_chunks!(n_rows, |r0, NR| accumulate::<S, K, NR>(
+            s,
+            &rows.s[r0 * bs..(r0 + NR) * bs],
+            values,
+            v_scale,
+            t_lo..t_hi,
+            &mut rows.acc[r0 * hd..(r0 + NR) * hd]
+        ));
     }
 }

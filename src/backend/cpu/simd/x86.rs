@@ -377,6 +377,13 @@ impl Simd for Avx2 {
         self.sum(v)
     }
     #[inline(always)]
+    fn prefetch(self, x: &[u8]) {
+        if let Some(b) = x.first() {
+            // SAFETY: token ⇒ SSE; a prefetch never faults, and the address is in bounds anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>((b as *const u8).cast()) }
+        }
+    }
+    #[inline(always)]
     fn f16_to_f32(self, h: [u8; 2]) -> f32 {
         // SAFETY: token ⇒ F16C.
         unsafe { ymm::f16_to_f32(h) }
@@ -669,6 +676,13 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
     fn gsum(self, v: __m256) -> f32 {
         // SAFETY: token ⇒ AVX2.
         unsafe { ymm::sum(v) }
+    }
+    #[inline(always)]
+    fn prefetch(self, x: &[u8]) {
+        if let Some(b) = x.first() {
+            // SAFETY: token ⇒ SSE; a prefetch never faults, and the address is in bounds anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>((b as *const u8).cast()) }
+        }
     }
     #[inline(always)]
     fn f16_to_f32(self, h: [u8; 2]) -> f32 {

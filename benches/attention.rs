@@ -1,0 +1,145 @@
+//! `cargo bench --bench attention [-- FILTER]`
+//!
+//! Decode attention (one query per sequence, flash-decoding split) at contexts 128 … 8192 —
+//! throughput as bytes of KV read, judged against the memory read bandwidth measured in the
+//! same run — and causal prefill at 128, 512, 2048 tokens (GFLOP/s, `4 · n_heads · head_dim`
+//! per visible (query, key) pair). f32 / f16 / int8 caches; SmolLM2-135M geometry (9 heads,
+//! 3 KV heads, head_dim 64) and Llama-8B's (32 / 8 / 128). Ids:
+//! `attn_decode/<kv>/<geometry>/ctx<N>` and `attn_prefill/<kv>/<geometry>/ctx<N>`.
+//!
+//! Decode rotates through enough layers (≥ 512 MiB of KV) that every call reads its keys and
+//! values from memory, as in a real decode step where each layer's cache was last touched one
+//! token ago. `SPARQ_BENCH_THREADS` sets the thread count (default 2).
+
+mod common;
+
+use common::{against_bandwidth, median_time, read_bandwidth, threads};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sparq::{AttnParams, AttnScratch, Cpu, KvCache, KvCacheConfig, KvDtype, SeqId};
+use std::hint::black_box;
+use std::time::Duration;
+
+const GEOMETRIES: [(&str, usize, usize, usize); 2] = [("smollm2", 9, 3, 64), ("llama8b", 32, 8, 128)];
+const DECODE_CTX: [usize; 5] = [128, 512, 1024, 4096, 8192];
+const PREFILL_CTX: [usize; 3] = [128, 512, 2048];
+const COLD_BYTES: usize = 512 << 20;
+/// KV block size (tokens).
+const BLOCK: usize = 16;
+
+fn values(seed: u64, len: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// A cache of `layers` layers holding one sequence of `ctx` tokens.
+fn filled(dtype: KvDtype, n_kv_heads: usize, head_dim: usize, ctx: usize, layers: usize) -> (KvCache, SeqId) {
+    let mut cache = KvCache::new(KvCacheConfig {
+        n_layers: layers,
+        n_kv_heads,
+        head_dim,
+        block_size: BLOCK,
+        n_blocks: ctx.div_ceil(BLOCK),
+        max_seq_len: ctx,
+        dtype,
+    })
+    .expect("cache");
+    let seq = cache.new_sequence();
+    cache.append(seq, ctx).expect("append");
+    let (k, v) = (values(1, ctx * n_kv_heads * head_dim), values(2, ctx * n_kv_heads * head_dim));
+    for layer in 0..layers {
+        cache.write(seq, layer, 0, &k, &v).expect("write");
+    }
+    (cache, seq)
+}
+
+struct Row {
+    id: String,
+    bandwidth: f64,
+    ratio: f64,
+    work: f64,
+    seconds: f64,
+}
+
+fn bench(c: &mut Criterion) {
+    let threads = threads();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+    let bandwidth = read_bandwidth(&pool, threads);
+    let probe: Vec<u64> = (0..(1u64 << 30) / 8).collect();
+    println!("memory read bandwidth ({threads} threads): {:.1} GB/s; {}", bandwidth / 1e9, sparq::isa_report());
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |id: &str| filter.is_empty() || filter.iter().any(|f| id.contains(f.as_str()));
+    let cpu = Cpu::new(threads).expect("cpu");
+    let mut scratch = AttnScratch::default();
+    let (mut decode, mut prefill) = (Vec::new(), Vec::new());
+
+    for (geo, n_heads, n_kv_heads, head_dim) in GEOMETRIES {
+        let p = AttnParams::new(n_heads, n_kv_heads, head_dim);
+        for dtype in KvDtype::ALL {
+            let per_token = n_kv_heads * (2 * head_dim * dtype.bytes() + if dtype == KvDtype::I8 { 8 } else { 0 });
+            for ctx in DECODE_CTX {
+                let id = format!("attn_decode/{dtype}/{geo}/ctx{ctx}");
+                if !wanted(&id) {
+                    continue;
+                }
+                let bytes = ctx * per_token;
+                let layers = COLD_BYTES.div_ceil(bytes).clamp(1, 4096);
+                let (cache, seq) = filled(dtype, n_kv_heads, head_dim, ctx, layers);
+                let q = values(3, n_heads * head_dim);
+                let mut out = vec![0f32; q.len()];
+                let mut layer = 0;
+                let mut call = || {
+                    layer = (layer + 1) % layers;
+                    cpu.attention_decode(&cache, layer, &[seq], black_box(&q), &mut out, &p, &mut scratch).expect("decode");
+                };
+                let mut group = c.benchmark_group(format!("attn_decode/{dtype}/{geo}"));
+                group.sample_size(10).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_secs(1));
+                group.throughput(Throughput::Bytes(bytes as u64));
+                group.bench_function(format!("ctx{ctx}"), |b| b.iter(&mut call));
+                group.finish();
+                let (bandwidth, ratio, seconds) = against_bandwidth(&pool, &probe, threads, bytes, &mut call);
+                decode.push(Row { id, bandwidth, ratio, work: bytes as f64, seconds });
+            }
+            for ctx in PREFILL_CTX {
+                let id = format!("attn_prefill/{dtype}/{geo}/ctx{ctx}");
+                if !wanted(&id) {
+                    continue;
+                }
+                let (cache, seq) = filled(dtype, n_kv_heads, head_dim, ctx, 1);
+                let q = values(4, ctx * n_heads * head_dim);
+                let mut out = vec![0f32; q.len()];
+                let flops = 4.0 * (n_heads * head_dim) as f64 * (ctx * (ctx + 1) / 2) as f64;
+                let mut call = || cpu.attention_prefill(&cache, 0, seq, black_box(&q), &mut out, &p, &mut scratch).expect("prefill");
+                let mut group = c.benchmark_group(format!("attn_prefill/{dtype}/{geo}"));
+                group.sample_size(10).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_secs(2));
+                group.throughput(Throughput::Elements(flops as u64));
+                group.bench_function(format!("ctx{ctx}"), |b| b.iter(&mut call));
+                group.finish();
+                prefill.push(Row { id, bandwidth: 0.0, ratio: 0.0, work: flops, seconds: median_time(5, &mut call) });
+            }
+        }
+    }
+    if !decode.is_empty() {
+        println!("\ndecode attention (KV cold), {threads} threads, {}: 5 rounds of (bandwidth probe, 5 calls); medians", cpu.isa());
+        println!("{:<36} {:>10} {:>9} {:>9} {:>8}", "kernel", "µs", "GB/s", "bw GB/s", "of bw");
+        for r in &decode {
+            println!("{:<36} {:>10.1} {:>9.1} {:>9.1} {:>7.0}%", r.id, r.seconds * 1e6, r.work / r.seconds / 1e9, r.bandwidth / 1e9, 100.0 * r.ratio);
+        }
+    }
+    if !prefill.is_empty() {
+        println!("\nprefill attention (causal), {threads} threads, {}, median of 5", cpu.isa());
+        println!("{:<36} {:>10} {:>9}", "kernel", "µs", "GFLOP/s");
+        for r in &prefill {
+            println!("{:<36} {:>10.1} {:>9.1}", r.id, r.seconds * 1e6, r.work / r.seconds / 1e9);
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
