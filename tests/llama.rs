@@ -67,3 +67,43 @@ fn logits_match_the_numpy_oracle() {
     }
 }
 
+
+fn greedy(session: &mut Session, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut logits = session.forward(prompt, false).unwrap().to_vec();
+    for _ in 0..n {
+        let t = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a))).unwrap() as u32;
+        out.push(t);
+        logits = session.forward(&[t], false).unwrap().to_vec();
+    }
+    out
+}
+
+#[test]
+fn sessions_share_one_model_across_threads() {
+    let cpu = Cpu::new(1).unwrap();
+    let prompts: [&[u32]; 3] = [&[504, 3575, 282, 4649, 314], &[19556, 28, 905], &[1, 9690, 198]];
+    let alone: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(&mut Session::new(model(), &cpu, 64, KvDtype::F32).unwrap(), p, 12)).collect();
+    let together: Vec<Vec<u32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| s.spawn(|| greedy(&mut Session::new(model(), &cpu, 64, KvDtype::F32).unwrap(), p, 12)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(alone, together);
+}
+
+#[test]
+fn context_limits_are_errors() {
+    let cpu = Cpu::new(1).unwrap();
+    let mut s = Session::new(model(), &cpu, 8, KvDtype::F32).unwrap();
+    assert!(s.forward(&[1; 9], false).is_err(), "prompt longer than the context");
+    s.forward(&[1; 8], false).unwrap();
+    assert!(s.forward(&[2], false).is_err(), "generation past the context");
+    assert!(s.forward(&[], false).is_err());
+    assert!(Session::new(model(), &cpu, model().config.context_length + 1, KvDtype::F32).is_err());
+    let mut s = Session::new(model(), &cpu, 8, KvDtype::F32).unwrap();
+    assert!(s.forward(&[49152], false).is_err(), "token id outside the vocabulary");
+    assert_eq!(s.pos(), 0, "a refused call changes nothing");
+}

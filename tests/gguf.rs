@@ -1,0 +1,109 @@
+//! The GGUF reader on hostile input: truncated real headers, random mutations of a valid file,
+//! huge counts. Every outcome is `Ok` or an `Error` — never a panic, never a huge allocation.
+
+use proptest::prelude::*;
+use sparq::model::Gguf;
+
+/// A small valid GGUF v3: three metadata entries (one an array) and two tensors.
+fn sample() -> Vec<u8> {
+    let mut b = Vec::new();
+    let s = |b: &mut Vec<u8>, x: &str| {
+        b.extend((x.len() as u64).to_le_bytes());
+        b.extend(x.as_bytes());
+    };
+    b.extend(b"GGUF");
+    b.extend(3u32.to_le_bytes());
+    b.extend(2u64.to_le_bytes()); // tensors
+    b.extend(3u64.to_le_bytes()); // metadata
+    s(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes());
+    s(&mut b, "llama");
+    s(&mut b, "llama.block_count");
+    b.extend(4u32.to_le_bytes());
+    b.extend(2u32.to_le_bytes());
+    s(&mut b, "tokenizer.ggml.tokens");
+    b.extend(9u32.to_le_bytes());
+    b.extend(8u32.to_le_bytes());
+    b.extend(2u64.to_le_bytes());
+    s(&mut b, "a");
+    s(&mut b, "b");
+    for (name, dims, ty, off) in [("w", vec![32u64, 2], 8u32, 0u64), ("n", vec![4], 0, 96)] {
+        s(&mut b, name);
+        b.extend((dims.len() as u32).to_le_bytes());
+        dims.iter().for_each(|d| b.extend(d.to_le_bytes()));
+        b.extend(ty.to_le_bytes());
+        b.extend(off.to_le_bytes());
+    }
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    b.extend(std::iter::repeat_n(1u8, 96 + 16));
+    b
+}
+
+#[test]
+fn sample_parses() {
+    let g = Gguf::from_bytes(sample()).unwrap();
+    assert_eq!(g.tensors.len(), 2);
+    assert_eq!(g.get_str("general.architecture").unwrap(), "llama");
+    assert_eq!(g.tensor("w").unwrap().1.len(), 68);
+}
+
+#[test]
+fn specific_refusals() {
+    let mut bad = sample();
+    bad[0] = b'X';
+    assert!(Gguf::from_bytes(bad).unwrap_err().to_string().contains("magic"));
+    let mut bad = sample();
+    bad[4] = 9;
+    assert!(Gguf::from_bytes(bad).unwrap_err().to_string().contains("version"));
+    let mut bad = sample();
+    bad[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(Gguf::from_bytes(bad).unwrap_err().to_string().contains("cannot fit"), "huge tensor count");
+    // Duplicate tensor name: rename "n" to "w".
+    let mut bad = sample();
+    let i = bad.windows(9).position(|w| w == [1, 0, 0, 0, 0, 0, 0, 0, b'n']).unwrap();
+    bad[i + 8] = b'w';
+    assert!(Gguf::from_bytes(bad).unwrap_err().to_string().contains("duplicate"));
+    // Missing file.
+    assert!(Gguf::open("/nonexistent/model.gguf").is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #[test]
+    fn truncations_are_errors(len in 0usize..240) {
+        let b = sample();
+        prop_assume!(len < b.len());
+        prop_assert!(Gguf::from_bytes(b[..len].to_vec()).is_err());
+    }
+
+    #[test]
+    fn mutations_never_panic(edits in prop::collection::vec((0usize..400, any::<u8>()), 1..6)) {
+        let mut b = sample();
+        for (i, v) in edits {
+            let i = i % b.len();
+            b[i] = v;
+        }
+        if let Ok(g) = Gguf::from_bytes(b) {
+            for t in g.tensors.clone() {
+                prop_assert_eq!(g.tensor(&t.name).unwrap().1.len(), t.bytes);
+            }
+        }
+    }
+}
+
+/// The real model's header, truncated anywhere before its tensor data, is an error.
+#[test]
+fn truncated_real_headers_are_errors() {
+    #[path = "../examples/common/mod.rs"]
+    mod common;
+    let path = common::find_model(None).unwrap_or_else(|e| panic!("needs the model: {e}"));
+    let bytes = std::fs::read(path).unwrap();
+    let data_start = Gguf::from_bytes(bytes.clone()).unwrap().tensors.iter().map(|t| t.offset).min().unwrap();
+    let mut len = 0;
+    while len < data_start {
+        assert!(Gguf::from_bytes(bytes[..len].to_vec()).is_err(), "truncated at {len}");
+        len += 1 + len / 3;
+    }
+}
