@@ -236,9 +236,9 @@ impl Cpu {
                 softcap: p.softcap,
             };
             let mut rows = AttnRows { q, lo, hi, m, l, acc, s: grow(s, rows * bs) };
-            // SAFETY: the table came from `Kernels::for_isa` (a supported level); the spans and
-            // rows are consistent: blocks exist in the layer's pool, q/acc are rows·head_dim,
-            // s is rows·block_size, and every position read is below the sequence length.
+            // The spans and rows are consistent: blocks exist in the layer's pool, q/acc are
+            // rows·head_dim, s is rows·block_size, every position read is below the length.
+            // SAFETY: the table came from `Kernels::for_isa` (a supported level); shapes above.
             unsafe { attend(&span, &mut rows) };
         };
         let tasks = &mut scratch.tasks[..n_tasks];

@@ -199,9 +199,9 @@ impl Gguf {
     pub fn open(path: impl AsRef<Path>) -> Result<Gguf> {
         let path = path.as_ref();
         let file = std::fs::File::open(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-        // SAFETY: the map is read-only and private to this process; sparq never writes through
-        // it. Another process truncating the file while it is mapped is outside what any mmap
-        // reader can defend against (documented on `Gguf`); sparq never does it.
+        // Another process truncating the file while it is mapped is outside what any mmap reader
+        // can defend against; sparq itself never writes to or truncates model files.
+        // SAFETY: read-only private map; nothing in sparq writes through it or resizes the file.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io(format!("{}: mmap: {e}", path.display())))?;
         Gguf::parse(Bytes::Map(map)).map_err(|e| match e {
             Error::Gguf(d) => Error::Gguf(format!("{}: {d}", path.display())),
