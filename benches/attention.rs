@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{against_bandwidth, median_time, read_bandwidth, threads};
+use common::{against_bandwidth, median_time, read_bandwidth, threads, values, wanted, Measured};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sparq::{AttnParams, AttnScratch, Cpu, KvCache, KvCacheConfig, KvDtype, SeqId};
 use std::hint::black_box;
@@ -25,18 +25,6 @@ const PREFILL_CTX: [usize; 3] = [128, 512, 2048];
 const COLD_BYTES: usize = 512 << 20;
 /// KV block size (tokens).
 const BLOCK: usize = 16;
-
-fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
 
 /// A cache of `layers` layers holding one sequence of `ctx` tokens.
 fn filled(dtype: KvDtype, n_kv_heads: usize, head_dim: usize, ctx: usize, layers: usize) -> (KvCache, SeqId) {
@@ -59,22 +47,12 @@ fn filled(dtype: KvDtype, n_kv_heads: usize, head_dim: usize, ctx: usize, layers
     (cache, seq)
 }
 
-struct Row {
-    id: String,
-    bandwidth: f64,
-    ratio: f64,
-    work: f64,
-    seconds: f64,
-}
-
 fn bench(c: &mut Criterion) {
     let threads = threads();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
     let bandwidth = read_bandwidth(&pool, threads);
     let probe: Vec<u64> = (0..(1u64 << 30) / 8).collect();
     println!("memory read bandwidth ({threads} threads): {:.1} GB/s; {}", bandwidth / 1e9, sparq::isa_report());
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let wanted = |id: &str| filter.is_empty() || filter.iter().any(|f| id.contains(f.as_str()));
     let cpu = Cpu::new(threads).expect("cpu");
     let mut scratch = AttnScratch::default();
     let (mut decode, mut prefill) = (Vec::new(), Vec::new());
@@ -104,7 +82,7 @@ fn bench(c: &mut Criterion) {
                 group.bench_function(format!("ctx{ctx}"), |b| b.iter(&mut call));
                 group.finish();
                 let (bandwidth, ratio, seconds) = against_bandwidth(&pool, &probe, threads, bytes, &mut call);
-                decode.push(Row { id, bandwidth, ratio, work: bytes as f64, seconds });
+                decode.push(Measured { id, bandwidth, ratio, work: bytes as f64, seconds });
             }
             for ctx in PREFILL_CTX {
                 let id = format!("attn_prefill/{dtype}/{geo}/ctx{ctx}");
@@ -121,7 +99,7 @@ fn bench(c: &mut Criterion) {
                 group.throughput(Throughput::Elements(flops as u64));
                 group.bench_function(format!("ctx{ctx}"), |b| b.iter(&mut call));
                 group.finish();
-                prefill.push(Row { id, bandwidth: 0.0, ratio: 0.0, work: flops, seconds: median_time(5, &mut call) });
+                prefill.push(Measured { id, bandwidth: 0.0, ratio: 0.0, work: flops, seconds: median_time(5, &mut call) });
             }
         }
     }

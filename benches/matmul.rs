@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{against_bandwidth, median_time, read_bandwidth, threads};
+use common::{against_bandwidth, median_time, read_bandwidth, threads, values, wanted, Measured};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sparq::{quant, Cpu, DType, Isa, Scratch, Weights};
 use std::hint::black_box;
@@ -28,30 +28,6 @@ const LLAMA8B: [(usize, usize); 2] = [(4096, 4096), (14336, 4096)];
 /// bandwidth probe (1 GiB), far beyond any cache, so the two are compared like for like.
 const COLD_BYTES: usize = 1 << 30;
 
-/// Deterministic values in [-1, 1), a different sequence per `seed`.
-fn weights_f32(n: usize, k: usize, seed: u64) -> Vec<f32> {
-    let mut s = 0x2545_F491_4F6C_DD1Du64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (0..n * k)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
-struct Measured {
-    id: String,
-    /// decode: read bandwidth, median over the rounds alternating with the kernel
-    bandwidth: f64,
-    /// decode: median over rounds of (kernel GB/s ÷ bandwidth of the same round)
-    ratio: f64,
-    /// bytes of weights (decode) or operations 2·m·n·k (prefill) per call
-    work: usize,
-    seconds: f64,
-}
-
 fn bench(c: &mut Criterion) {
     let threads = threads();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
@@ -61,8 +37,6 @@ fn bench(c: &mut Criterion) {
     println!("memory read bandwidth ({threads} threads, 1 GiB, best of 4 access patterns): {:.1} GB/s", bandwidth / 1e9);
     println!("{}", sparq::isa_report());
 
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let wanted = |id: &str| filter.is_empty() || filter.iter().any(|f| id.contains(f.as_str()));
     let cpus: Vec<Cpu> = Isa::available().into_iter().map(|isa| Cpu::with_isa(isa, threads).expect("level")).collect();
     let (mut decode, mut prefill) = (Vec::new(), Vec::new());
     let mut scratch = Scratch::default();
@@ -79,7 +53,7 @@ fn bench(c: &mut Criterion) {
         if !DType::WEIGHTS.iter().any(|&d| ids_for(d).iter().any(|id| wanted(id))) {
             continue;
         }
-        let w_f32 = weights_f32(n, k, 0);
+        let w_f32 = values(0, n * k);
         for dtype in DType::WEIGHTS {
             if !ids_for(dtype).iter().any(|id| wanted(id)) {
                 continue;
@@ -104,7 +78,7 @@ fn bench(c: &mut Criterion) {
             };
             let w = Weights::new(dtype, n, k, &bytes).expect("weights");
             for m in [1usize, 128].into_iter().filter(|m| only_m.is_none_or(|o| o == *m)) {
-                let x = weights_f32(m, k, 99);
+                let x = values(99, m * k);
                 let mut y = vec![0f32; m * n];
                 let name = if m == 1 { "matvec" } else { "matmul" };
                 let mut group = c.benchmark_group(format!("{name}/{dtype}"));
@@ -126,10 +100,10 @@ fn bench(c: &mut Criterion) {
                         let (bandwidth, ratio, seconds) = against_bandwidth(&pool, &probe_buf, threads, bytes.len(), || {
                             cpu.matmul(&cold(), &x, m, &mut y, &mut scratch).expect("matmul")
                         });
-                        decode.push(Measured { id, bandwidth, ratio, work: bytes.len(), seconds });
+                        decode.push(Measured { id, bandwidth, ratio, work: bytes.len() as f64, seconds });
                     } else {
                         let seconds = median_time(5, || cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul"));
-                        prefill.push(Measured { id, bandwidth: 0.0, ratio: 0.0, work: 2 * m * n * k, seconds });
+                        prefill.push(Measured { id, bandwidth: 0.0, ratio: 0.0, work: (2 * m * n * k) as f64, seconds });
                     }
                 }
                 group.finish();
@@ -141,7 +115,7 @@ fn bench(c: &mut Criterion) {
         println!("\ndecode (m = 1, weights cold), {threads} threads: 5 rounds of (bandwidth probe, 5 calls); medians");
         println!("{:<44} {:>10} {:>9} {:>9} {:>8}", "kernel", "µs", "GB/s", "bw GB/s", "of bw");
         for r in &decode {
-            let gbs = r.work as f64 / r.seconds / 1e9;
+            let gbs = r.work / r.seconds / 1e9;
             println!("{:<44} {:>10.1} {:>9.1} {:>9.1} {:>7.0}%", r.id, r.seconds * 1e6, gbs, r.bandwidth / 1e9, 100.0 * r.ratio);
         }
     }
@@ -149,7 +123,7 @@ fn bench(c: &mut Criterion) {
         println!("\nprefill (m = 128), {threads} threads, median of 5");
         println!("{:<44} {:>10} {:>9}", "kernel", "µs", "GOP/s");
         for r in &prefill {
-            println!("{:<44} {:>10.1} {:>9.1}", r.id, r.seconds * 1e6, r.work as f64 / r.seconds / 1e9);
+            println!("{:<44} {:>10.1} {:>9.1}", r.id, r.seconds * 1e6, r.work / r.seconds / 1e9);
         }
     }
 }

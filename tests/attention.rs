@@ -190,7 +190,7 @@ proptest! {
 #[test]
 fn attention_refuses_bad_arguments() {
     let case = Case { n_kv_heads: 2, group: 2, head_dim: 16, block_size: 16, lens: vec![5], n_q: 3, softcap: None, window: None, seed: 1 };
-    let (mut cache, seqs) = build(&Case { head_dim: 16, ..case.clone() }, KvDtype::F32);
+    let (mut cache, seqs) = build(&case, KvDtype::F32);
     let cpu = &cpus()[0];
     let p = case.params();
     let mut s = AttnScratch::default();

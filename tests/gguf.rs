@@ -44,7 +44,7 @@ fn sample() -> Vec<u8> {
 #[test]
 fn sample_parses() {
     let g = Gguf::from_bytes(sample()).unwrap();
-    assert_eq!(g.tensors.len(), 2);
+    assert_eq!(g.tensors().len(), 2);
     assert_eq!(g.get_str("general.architecture").unwrap(), "llama");
     assert_eq!(g.tensor("w").unwrap().1.len(), 68);
 }
@@ -86,7 +86,7 @@ proptest! {
             b[i] = v;
         }
         if let Ok(g) = Gguf::from_bytes(b) {
-            for t in g.tensors.clone() {
+            for t in g.tensors().to_vec() {
                 prop_assert_eq!(g.tensor(&t.name).unwrap().1.len(), t.bytes);
             }
         }
@@ -100,7 +100,7 @@ fn truncated_real_headers_are_errors() {
     mod common;
     let path = common::find_model(None).unwrap_or_else(|e| panic!("needs the model: {e}"));
     let bytes = std::fs::read(path).unwrap();
-    let data_start = Gguf::from_bytes(bytes.clone()).unwrap().tensors.iter().map(|t| t.offset).min().unwrap();
+    let data_start = Gguf::from_bytes(bytes.clone()).unwrap().tensors().iter().map(|t| t.offset).min().unwrap();
     let mut len = 0;
     while len < data_start {
         assert!(Gguf::from_bytes(bytes[..len].to_vec()).is_err(), "truncated at {len}");

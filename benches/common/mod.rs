@@ -6,6 +6,37 @@ use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::Instant;
 
+/// Deterministic values in [-1, 1), a different sequence per `seed`.
+pub fn values(seed: u64, len: usize) -> Vec<f32> {
+    let mut s = 0x2545_F491_4F6C_DD1Du64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// One benchmark's summary row.
+pub struct Measured {
+    pub id: String,
+    /// decode: read bandwidth, median over the rounds alternating with the kernel
+    pub bandwidth: f64,
+    /// decode: median over rounds of (kernel GB/s ÷ bandwidth of the same round)
+    pub ratio: f64,
+    /// bytes streamed (decode) or operations (prefill) per call
+    pub work: f64,
+    pub seconds: f64,
+}
+
+/// Whether the id matches one of the command line's non-flag arguments (or there are none).
+pub fn wanted(id: &str) -> bool {
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    filter.is_empty() || filter.iter().any(|f| id.contains(f.as_str()))
+}
+
 /// `SPARQ_BENCH_THREADS`, default 2.
 pub fn threads() -> usize {
     std::env::var("SPARQ_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)

@@ -7,7 +7,7 @@
 //! Heads outermost: one head's consecutive blocks are adjacent in memory, so a sequence whose
 //! blocks were allocated in order streams as one long run per head (measured: with blocks
 //! outermost, each head's 4 KiB block started a new page-sized stream and decode attention ran
-//! at ~15% of memory bandwidth, latency-bound).
+//! at 8–17% of memory bandwidth, latency-bound).
 
 use super::KvCacheConfig;
 use crate::{Error, Result};

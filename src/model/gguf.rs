@@ -98,10 +98,10 @@ enum Bytes {
 #[derive(Debug)]
 pub struct Gguf {
     bytes: Bytes,
-    pub version: u32,
-    pub metadata: HashMap<String, Value>,
-    /// In file order.
-    pub tensors: Vec<TensorInfo>,
+    version: u32,
+    metadata: HashMap<String, Value>,
+    /// In file order; private, so the offsets checked at open cannot be changed afterwards.
+    tensors: Vec<TensorInfo>,
     by_name: HashMap<String, usize>,
 }
 
@@ -286,6 +286,19 @@ impl Gguf {
             tensors.push(TensorInfo { name, dims, dtype, offset: start, bytes });
         }
         Ok(Gguf { bytes, version, metadata, tensors, by_name })
+    }
+
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    pub fn metadata(&self) -> &HashMap<String, Value> {
+        &self.metadata
+    }
+
+    /// Every tensor, in file order.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
     }
 
     fn data(&self) -> &[u8] {

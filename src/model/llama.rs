@@ -193,7 +193,7 @@ impl<'m> Session<'m> {
             return Err(Error::Model(format!("max_tokens {max_tokens} must be in 1..={}", c.context_length)));
         }
         let block_size = 16;
-        let cache = KvCache::new(KvCacheConfig {
+        let mut cache = KvCache::new(KvCacheConfig {
             n_layers: c.n_layers,
             n_kv_heads: c.n_kv_heads,
             head_dim: c.head_dim,
@@ -202,7 +202,6 @@ impl<'m> Session<'m> {
             max_seq_len: max_tokens,
             dtype: kv_dtype,
         })?;
-        let mut cache = cache;
         let seq = cache.new_sequence();
         Ok(Session {
             model,
