@@ -18,7 +18,6 @@ use crate::backend::cpu::kernels::grow;
 use crate::error::shape_err;
 use crate::kv_cache::{KvCache, SeqId, SeqView};
 use crate::{Cpu, Error, Result};
-use rayon::prelude::*;
 
 /// Query positions per prefill task.
 const PREFILL_TILE: usize = 16;
@@ -217,7 +216,7 @@ impl Cpu {
     fn run_tasks(&self, views: &[SeqView], p: &AttnParams, n_tasks: usize, scratch: &mut AttnScratch) {
         let attend = self.kernels().attend[views[0].layer.dtype.index()];
         let hd = p.head_dim;
-        let run = |task: &mut TaskBuf| {
+        let run = |_: usize, task: &mut TaskBuf| {
             let v = &views[task.seq];
             let bs = v.layer.block_size;
             let rows = task.lo.len();
@@ -241,11 +240,7 @@ impl Cpu {
             // SAFETY: the table came from `Kernels::for_isa` (a supported level); shapes above.
             unsafe { attend(&span, &mut rows) };
         };
-        let tasks = &mut scratch.tasks[..n_tasks];
-        match self.pool() {
-            Some(pool) if n_tasks > 1 => pool.install(|| tasks.par_iter_mut().with_max_len(1).for_each(run)),
-            _ => tasks.iter_mut().for_each(run),
-        }
+        self.pool().for_each_mut(&mut scratch.tasks[..n_tasks], &run);
     }
 }
 

@@ -12,11 +12,11 @@ pub mod reference;
 
 use crate::backend::cpu::kernels::quant_panel::PanelBuf;
 use crate::backend::cpu::kernels::{grow, Acts, BlockScales, Output, WeightRows};
+use crate::backend::cpu::pool::WorkerPool;
 use crate::backend::cpu::{Isa, Kernels};
 use crate::error::shape_err;
 use crate::quant::QK;
 use crate::{DType, Error, Result};
-use rayon::prelude::*;
 
 /// From this many activation rows on, integer formats use the packed-panel GEMM; below it,
 /// row-by-row dot products (packing would cost more than it saves).
@@ -88,18 +88,18 @@ pub struct Scratch {
     panels: Vec<PanelBuf>,
 }
 
-/// CPU execution: a kernel table for one instruction-set level and a thread pool.
+/// CPU execution: a kernel table for one instruction-set level and a pool of threads that
+/// stay awake between operations (see `backend::cpu::pool`).
 ///
 /// `Cpu` is `Sync`: one instance can serve many callers, each with its own [`Scratch`].
 pub struct Cpu {
     kernels: &'static Kernels,
-    pool: Option<rayon::ThreadPool>,
-    threads: usize,
+    pool: WorkerPool,
 }
 
 impl std::fmt::Debug for Cpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cpu").field("isa", &self.kernels.isa).field("threads", &self.threads).finish()
+        f.debug_struct("Cpu").field("isa", &self.kernels.isa).field("threads", &self.threads()).finish()
     }
 }
 
@@ -117,17 +117,8 @@ impl Cpu {
             best: Isa::best().to_string(),
         })?;
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-        let pool = if threads > 1 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("sparq-{i}"))
-                .build()
-                .map_err(|e| Error::ThreadPool(e.to_string()))?;
-            Some(pool)
-        } else {
-            None
-        };
-        Ok(Cpu { kernels, pool, threads })
+        let pool = WorkerPool::new(threads).map_err(|e| Error::ThreadPool(e.to_string()))?;
+        Ok(Cpu { kernels, pool })
     }
 
     pub fn isa(&self) -> Isa {
@@ -135,15 +126,15 @@ impl Cpu {
     }
 
     pub fn threads(&self) -> usize {
-        self.threads
+        self.pool.threads()
     }
 
     pub(crate) fn kernels(&self) -> &'static Kernels {
         self.kernels
     }
 
-    pub(crate) fn pool(&self) -> Option<&rayon::ThreadPool> {
-        self.pool.as_ref()
+    pub(crate) fn pool(&self) -> &WorkerPool {
+        &self.pool
     }
 
     /// `y = x · wᵀ`: `x` is `m × k`, `y` is `m × n` (row-major, f32).
@@ -200,7 +191,7 @@ impl Cpu {
         // Contiguous column ranges, one per thread, aligned to the panel width when packing.
         let unit = if panel_fn.is_some() { kernels.lanes } else { 1 };
         let units = n.div_ceil(unit);
-        let tasks = self.threads.min(units).max(1);
+        let tasks = self.threads().min(units).max(1);
         let range = |t: usize| {
             let (lo, hi) = (t * units / tasks, (t + 1) * units / tasks);
             (lo * unit).min(n)..(hi * unit).min(n)
@@ -221,11 +212,7 @@ impl Cpu {
                 None => unsafe { rows_fn(rows, acts, &out) },
             }
         };
-        let bufs = &mut panels[..tasks];
-        match &self.pool {
-            Some(pool) if tasks > 1 => pool.install(|| bufs.par_iter_mut().enumerate().for_each(|(t, b)| run(t, b))),
-            _ => bufs.iter_mut().enumerate().for_each(|(t, b)| run(t, b)),
-        }
+        self.pool.for_each_mut(&mut panels[..tasks], &run);
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 //! `kernels/`) with that level's SIMD token (in `simd/`).
 
 pub(crate) mod kernels;
+pub(crate) mod pool;
 pub(crate) mod simd;
 #[cfg(test)]
 mod tests;
