@@ -27,10 +27,15 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) -> Result<()> {
     if gate.len() != up.len() {
         return shape_err("swiglu", format!("gate ({}) and up ({}) differ", gate.len(), up.len()));
     }
+    silu_mul(gate, up);
+    Ok(())
+}
+
+/// SwiGLU's body on equal-length slices (also the epilogue of `Cpu::matmul_swiglu`).
+pub(crate) fn silu_mul(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }
-    Ok(())
 }
 
 /// `x += y`.

@@ -64,7 +64,7 @@ impl Case {
 fn build(case: &Case, dtype: KvDtype) -> (KvCache, Vec<SeqId>) {
     let row = case.n_kv_heads * case.head_dim;
     let total: usize = case.lens.iter().sum::<usize>() * 2 + 64;
-    let mut cache = KvCache::new(KvCacheConfig {
+    let mut cache = KvCache::new_poisoned(KvCacheConfig {
         n_layers: 2,
         n_kv_heads: case.n_kv_heads,
         head_dim: case.head_dim,

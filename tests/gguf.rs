@@ -107,3 +107,38 @@ fn truncated_real_headers_are_errors() {
         len += 1 + len / 3;
     }
 }
+
+/// What `GgufWriter` writes, the reader reads back: metadata values of every type, tensors
+/// (their dims, formats and bytes), alignment padding.
+#[test]
+fn writer_round_trips_through_the_reader() {
+    use sparq::model::gguf::Value;
+    use sparq::model::GgufWriter;
+    use sparq::DType;
+    let mut w = GgufWriter::new();
+    let entries = [
+        ("a.u8", Value::U8(7)),
+        ("a.i32", Value::I32(-5)),
+        ("a.f32", Value::F32(0.25)),
+        ("a.f64", Value::F64(-1.5)),
+        ("a.bool", Value::Bool(true)),
+        ("a.str", Value::String("héllo".into())),
+        ("a.u64", Value::U64(1 << 40)),
+        ("a.arr", Value::Array(vec![Value::String("x".into()), Value::String("yz".into())])),
+    ];
+    for (k, v) in &entries {
+        w.metadata(k, v.clone()).unwrap();
+    }
+    assert!(w.metadata("mixed", Value::Array(vec![Value::U8(1), Value::I8(1)])).is_err());
+    let q = sparq::quant::quantize(DType::Q4_1, &[0.5f32; 64]).unwrap();
+    w.tensor("t.q", &[32, 2], DType::Q4_1, q.clone()).unwrap();
+    w.tensor("t.f", &[3], DType::F32, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]).unwrap();
+    assert!(w.tensor("t.bad", &[3], DType::F32, vec![0; 11]).is_err());
+    let g = Gguf::from_bytes(w.to_bytes()).unwrap();
+    for (k, v) in &entries {
+        assert_eq!(g.get(k).unwrap(), v, "{k}");
+    }
+    let (info, bytes) = g.tensor("t.q").unwrap();
+    assert_eq!((info.dims.as_slice(), info.dtype, bytes), (&[32usize, 2][..], DType::Q4_1, q.as_slice()));
+    assert_eq!(g.tensor("t.f").unwrap().1, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+}

@@ -39,7 +39,7 @@ fn token(tag: u32, layer: usize) -> (Vec<f32>, Vec<f32>) {
 }
 
 fn run(ops: &[Op], dtype: KvDtype, block_size: usize) -> Result<(), TestCaseError> {
-    let mut cache = KvCache::new(KvCacheConfig {
+    let mut cache = KvCache::new_poisoned(KvCacheConfig {
         n_layers: 2,
         n_kv_heads: HEADS,
         head_dim: HD,
@@ -157,7 +157,7 @@ fn refusals_are_errors() {
     assert!(KvCache::new(KvCacheConfig { block_size: 8, ..cfg }).is_err());
     assert!(KvCache::new(KvCacheConfig { head_dim: 0, ..cfg }).is_err());
     assert!(KvCache::new(KvCacheConfig { n_blocks: usize::MAX / 4, ..cfg }).is_err());
-    let mut c = KvCache::new(cfg).unwrap();
+    let mut c = KvCache::new_poisoned(cfg).unwrap();
     let s = c.new_sequence();
     assert!(c.append(s, 41).is_err(), "past max_seq_len");
     assert!(c.append(s, 33).is_err(), "out of blocks");

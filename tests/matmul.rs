@@ -86,3 +86,78 @@ fn scratch_reuse_across_shapes() {
         }
     }
 }
+
+fn many_case() -> impl Strategy<Value = (Vec<(DType, usize)>, usize, usize, Vec<f32>)> {
+    let part = (prop::sample::select(DType::WEIGHTS.to_vec()), 0usize..=45);
+    (prop::collection::vec(part, 1..=4), 0usize..=12, 1usize..=19).prop_flat_map(|(parts, blocks, m)| {
+        let k = 32 * blocks;
+        (Just(parts), Just(k), Just(m), prop::collection::vec(-4f32..4f32, m * k))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    /// One pass over several matrices (mixed formats, any heights, empty ones included) gives
+    /// exactly — bit for bit — what separate products give, on every level and thread count.
+    #[test]
+    fn matmul_many_equals_separate_products((parts, k, m, x) in many_case()) {
+        let data: Vec<(DType, usize, Vec<u8>)> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, &(dtype, n))| (dtype, n, quant::quantize(dtype, &values(30 + i as u64, n * k, 1.0)).unwrap()))
+            .collect();
+        let ws: Vec<Weights> = data.iter().map(|(dtype, n, b)| Weights::new(*dtype, *n, k, b).unwrap()).collect();
+        let w_refs: Vec<&Weights> = ws.iter().collect();
+        for cpu in cpus() {
+            let mut fused: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; m * w.n()]).collect();
+            let mut outs: Vec<&mut [f32]> = fused.iter_mut().map(|v| v.as_mut_slice()).collect();
+            cpu.matmul_many(&w_refs, &x, m, &mut outs, &mut Scratch::default()).unwrap();
+            for (w, got) in ws.iter().zip(&fused) {
+                let mut alone = vec![f32::NAN; m * w.n()];
+                cpu.matmul(w, &x, m, &mut alone, &mut Scratch::default()).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(bits(got), bits(&alone), "{} {}x{} m={} on {} ({} threads)", w.dtype(), w.n(), k, m, cpu.isa(), cpu.threads());
+            }
+        }
+    }
+
+    /// The fused SwiGLU pass equals the two products followed by `ops::swiglu`, bit for bit.
+    #[test]
+    fn matmul_swiglu_equals_products_then_swiglu(dtype in prop::sample::select(DType::WEIGHTS.to_vec()), n in 1usize..=70, blocks in 1usize..=6, m in 1usize..=17) {
+        let k = 32 * blocks;
+        let (g, u, x) = (values(40, n * k, 1.0), values(41, n * k, 1.0), values(42, m * k, 3.0));
+        let (gb, ub) = (quant::quantize(dtype, &g).unwrap(), quant::quantize(dtype, &u).unwrap());
+        let (gate, up) = (Weights::new(dtype, n, k, &gb).unwrap(), Weights::new(dtype, n, k, &ub).unwrap());
+        for cpu in cpus() {
+            let mut fused = vec![f32::NAN; m * n];
+            cpu.matmul_swiglu(&gate, &up, &x, m, &mut fused, &mut Scratch::default()).unwrap();
+            let (mut yg, mut yu) = (vec![0f32; m * n], vec![0f32; m * n]);
+            cpu.matmul(&gate, &x, m, &mut yg, &mut Scratch::default()).unwrap();
+            cpu.matmul(&up, &x, m, &mut yu, &mut Scratch::default()).unwrap();
+            sparq::ops::swiglu(&mut yg, &yu).unwrap();
+            prop_assert_eq!(fused.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), yg.iter().map(|f| f.to_bits()).collect::<Vec<_>>());
+        }
+    }
+}
+
+#[test]
+fn fused_products_refuse_bad_shapes() {
+    let cpu = Cpu::new(2).unwrap();
+    let (a, b) = (quant::quantize(DType::Q8_0, &[0.5; 4 * 64]).unwrap(), quant::quantize(DType::Q8_0, &[0.5; 4 * 32]).unwrap());
+    let w64 = Weights::new(DType::Q8_0, 4, 64, &a).unwrap();
+    let w32 = Weights::new(DType::Q8_0, 4, 32, &b).unwrap();
+    let w64_2 = Weights::new(DType::Q8_0, 2, 64, &a[..a.len() / 2]).unwrap();
+    let x = vec![1.0f32; 64];
+    let s = &mut Scratch::default();
+    let (mut y1, mut y2) = (vec![0f32; 4], vec![0f32; 4]);
+    let err = |r: sparq::Result<()>| r.unwrap_err().to_string();
+    assert!(err(cpu.matmul_many(&[&w64, &w32], &x, 1, &mut [&mut y1, &mut y2], s)).contains("matmul_many"));
+    assert!(err(cpu.matmul_many(&[&w64], &x, 1, &mut [&mut y1, &mut y2], s)).contains("matmul"));
+    assert!(err(cpu.matmul_many(&[], &x, 1, &mut [], s)).contains("matmul"));
+    let five = [&w64; 5];
+    let mut ys: Vec<Vec<f32>> = vec![vec![0f32; 4]; 5];
+    let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|v| v.as_mut_slice()).collect();
+    assert!(err(cpu.matmul_many(&five, &x, 1, &mut outs, s)).contains("1..=4"));
+    assert!(err(cpu.matmul_swiglu(&w64, &w64_2, &x, 1, &mut y1, s)).contains("matmul_swiglu"));
+    assert!(err(cpu.matmul_swiglu(&w64, &w64, &[f32::NAN; 64], 1, &mut y1, s)).contains("matmul_swiglu"));
+}

@@ -11,8 +11,10 @@
 //! and the first write into a shared block copies it (all layers) first, so no write to one
 //! sequence can change what another sees. Freed blocks return to the pool.
 //!
-//! Slots never written hold NaN (f32/f16 values, int8 scales) from the moment the pool is
-//! created, so reading one by mistake poisons results visibly instead of silently.
+//! [`KvCache::new`] leaves the pool zeroed (allocated lazily by the OS: a 4096-token cache costs
+//! nothing until used). [`KvCache::new_poisoned`] fills every slot with NaN (f32/f16 values,
+//! int8 scales) instead, so that reading a slot never written poisons results visibly — the
+//! tests use it to prove attention reads only what it should.
 
 pub(crate) mod storage;
 
@@ -71,6 +73,16 @@ fn invalid<T>(detail: impl Into<String>) -> Result<T> {
 impl KvCache {
     /// Allocates the whole pool up front (`n_layers · n_blocks · block bytes`, keys and values).
     pub fn new(config: KvCacheConfig) -> Result<KvCache> {
+        KvCache::build(config, false)
+    }
+
+    /// Like [`KvCache::new`], but every slot starts as NaN (a testing aid: costs a full write
+    /// of the pool up front).
+    pub fn new_poisoned(config: KvCacheConfig) -> Result<KvCache> {
+        KvCache::build(config, true)
+    }
+
+    fn build(config: KvCacheConfig, poisoned: bool) -> Result<KvCache> {
         let c = &config;
         if c.block_size != 16 && c.block_size != 32 {
             return invalid(format!("block_size must be 16 or 32, got {}", c.block_size));
@@ -81,7 +93,7 @@ impl KvCache {
         if c.n_blocks > u32::MAX as usize / 2 {
             return invalid(format!("n_blocks = {} is too many", c.n_blocks));
         }
-        let pool = Pool::new(c)?;
+        let pool = Pool::new(c, poisoned)?;
         Ok(KvCache {
             config,
             pool,

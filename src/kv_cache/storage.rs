@@ -106,7 +106,8 @@ fn poison(dtype: KvDtype) -> &'static [u8] {
 }
 
 impl Pool {
-    pub(super) fn new(c: &KvCacheConfig) -> Result<Pool> {
+    /// A zeroed pool, or one whose every slot is NaN when `poisoned`.
+    pub(super) fn new(c: &KvCacheConfig, poisoned: bool) -> Result<Pool> {
         let elems = [c.n_blocks, c.n_kv_heads, c.block_size, c.head_dim].iter().try_fold(1usize, |a, &b| a.checked_mul(b));
         let bytes = elems.and_then(|e| e.checked_mul(c.dtype.bytes() * 2 * c.n_layers));
         let Some(elems) = elems.filter(|_| bytes.is_some_and(|b| b <= isize::MAX as usize / 2)) else {
@@ -114,9 +115,16 @@ impl Pool {
         };
         let scales = if c.dtype == KvDtype::I8 { c.n_blocks * c.n_kv_heads * c.block_size } else { 0 };
         let fill = poison(c.dtype);
-        let data = || fill.iter().copied().cycle().take(elems * c.dtype.bytes()).collect::<Vec<u8>>();
+        let data = || {
+            let mut v = vec![0u8; elems * c.dtype.bytes()];
+            if poisoned {
+                v.chunks_exact_mut(fill.len()).for_each(|x| x.copy_from_slice(fill));
+            }
+            v
+        };
+        let scale = if poisoned { f32::NAN } else { 0.0 };
         let layers = (0..c.n_layers)
-            .map(|_| Layer { k: data(), v: data(), k_scale: vec![f32::NAN; scales], v_scale: vec![f32::NAN; scales] })
+            .map(|_| Layer { k: data(), v: data(), k_scale: vec![scale; scales], v_scale: vec![scale; scales] })
             .collect();
         Ok(Pool { c: *c, layers })
     }

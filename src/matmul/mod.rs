@@ -22,6 +22,34 @@ use crate::{DType, Error, Result};
 /// row-by-row dot products (packing would cost more than it saves).
 pub const PANEL_MIN_M: usize = 4;
 
+/// The most matrices [`Cpu::matmul_many`] takes at once.
+pub const MAX_PARTS: usize = 4;
+
+/// Tasks per thread: more than one lets a thread that starts late (or is interrupted) take less.
+const TASKS_PER_THREAD: usize = 1;
+
+/// From this many rows on, activations are quantized in parallel.
+const QUANTIZE_PARALLEL_M: usize = 16;
+
+/// Validates one product's lengths and values (`x` must be finite).
+fn check_shapes(op: &'static str, w: &Weights, k: usize, x: &[f32], m: usize, y: &[f32]) -> Result<()> {
+    let n = w.n;
+    if w.k != k {
+        return shape_err(op, format!("matrices disagree on k: {} vs {k}", w.k));
+    }
+    if m.checked_mul(k) != Some(x.len()) {
+        return shape_err(op, format!("x has {} values, expected m·k = {m}·{k}", x.len()));
+    }
+    if m.checked_mul(n) != Some(y.len()) {
+        return shape_err(op, format!("y has {} values, expected m·n = {m}·{n}", y.len()));
+    }
+    Ok(())
+}
+
+fn check_finite(op: &'static str, x: &[f32]) -> Result<()> {
+    if x.iter().fold(true, |ok, v| ok & v.is_finite()) { Ok(()) } else { Err(Error::NonFinite { op }) }
+}
+
 /// A weight matrix in a GGUF storage format, borrowed (e.g. straight from a memory map).
 #[derive(Clone, Copy, Debug)]
 pub struct Weights<'a> {
@@ -86,6 +114,8 @@ pub struct Scratch {
     by_block: Vec<BlockScales>,
     /// one per task
     panels: Vec<PanelBuf>,
+    /// (m, n) the `up` product of [`Cpu::matmul_swiglu`]
+    up: Vec<f32>,
 }
 
 /// CPU execution: a kernel table for one instruction-set level and a pool of threads that
@@ -144,75 +174,162 @@ impl Cpu {
     /// refuse them too so that every format gives the same answer to the same input. `m = 0`
     /// or `n = 0` is a no-op; `k = 0` writes zeros (empty sums).
     pub fn matmul(&self, w: &Weights, x: &[f32], m: usize, y: &mut [f32], scratch: &mut Scratch) -> Result<()> {
-        const OP: &str = "matmul";
-        let (n, k) = (w.n, w.k);
-        if m.checked_mul(k) != Some(x.len()) {
-            return shape_err(OP, format!("x has {} values, expected m·k = {m}·{k}", x.len()));
+        self.matmul_many(&[w], x, m, &mut [y], scratch)
+    }
+
+    /// Several products of one input in one parallel pass: `ys[i] = x · ws[i]ᵀ` (e.g. a layer's
+    /// Q, K and V projections). `x` is quantized once and the threads meet once, instead of
+    /// once per matrix. All `ws` share `k`; at most [`MAX_PARTS`] matrices. Errors as
+    /// [`Cpu::matmul`] (naming `matmul_many`).
+    pub fn matmul_many(&self, ws: &[&Weights], x: &[f32], m: usize, ys: &mut [&mut [f32]], scratch: &mut Scratch) -> Result<()> {
+        let op = if ws.len() == 1 { "matmul" } else { "matmul_many" };
+        if ws.is_empty() || ws.len() > MAX_PARTS || ws.len() != ys.len() {
+            return shape_err(op, format!("{} matrices and {} outputs (1..={MAX_PARTS} each)", ws.len(), ys.len()));
         }
-        if m.checked_mul(n) != Some(y.len()) {
-            return shape_err(OP, format!("y has {} values, expected m·n = {m}·{n}", y.len()));
+        for (w, y) in ws.iter().zip(ys.iter()) {
+            check_shapes(op, w, ws[0].k, x, m, y)?;
         }
-        if !x.iter().fold(true, |ok, v| ok & v.is_finite()) {
-            return Err(Error::NonFinite { op: OP });
+        check_finite(op, x)?;
+        self.product(ws, x, m, ys, scratch, false);
+        Ok(())
+    }
+
+    /// A feed-forward block's first half: `y = silu(x · gateᵀ) ⊙ (x · upᵀ)` (SwiGLU), both
+    /// products and the gating in one parallel pass. `gate` and `up` are `n × k`, `y` is `m × n`.
+    /// Errors as [`Cpu::matmul`] (naming `matmul_swiglu`).
+    pub fn matmul_swiglu(&self, gate: &Weights, up: &Weights, x: &[f32], m: usize, y: &mut [f32], scratch: &mut Scratch) -> Result<()> {
+        const OP: &str = "matmul_swiglu";
+        if gate.n != up.n {
+            return shape_err(OP, format!("gate has {} rows, up {}", gate.n, up.n));
         }
-        if m == 0 || n == 0 {
-            return Ok(());
+        check_shapes(OP, gate, gate.k, x, m, y)?;
+        check_shapes(OP, up, gate.k, x, m, y)?;
+        check_finite(OP, x)?;
+        let mut up_out = std::mem::take(&mut scratch.up);
+        self.product(&[gate, up], x, m, &mut [y, grow(&mut up_out, m * up.n)], scratch, true);
+        scratch.up = up_out;
+        Ok(())
+    }
+
+    /// The products of validated inputs. With `swiglu`, `ws` is `[gate, up]`: each task computes
+    /// the same columns of both, then gates its columns of `ys[0]` by `ys[1]`.
+    fn product(&self, ws: &[&Weights], x: &[f32], m: usize, ys: &mut [&mut [f32]], scratch: &mut Scratch, swiglu: bool) {
+        let k = ws[0].k;
+        if m == 0 || ws.iter().all(|w| w.n == 0) {
+            return;
         }
         let kernels = self.kernels;
-        let idx = w.dtype.index();
-        let panel_fn = kernels.panels[idx].filter(|_| m >= PANEL_MIN_M);
-        let rows_fn = kernels.rows[idx].ok_or(Error::Unsupported { op: OP, dtype: w.dtype })?;
-        let Scratch { qs, d, sums, dsums, by_block, panels } = scratch;
-        let acts = if w.dtype.is_block_quantized() {
-            let nb = k / QK;
-            let (qs, d, sums, dsums) = (grow(qs, m * k), grow(d, m * nb), grow(sums, m * nb), grow(dsums, m * nb));
-            let per_block = d.chunks_mut(nb.max(1)).zip(sums.chunks_mut(nb.max(1))).zip(dsums.chunks_mut(nb.max(1)));
-            for ((xr, q), ((dr, s), ds)) in x.chunks(k.max(1)).zip(qs.chunks_mut(k.max(1))).zip(per_block) {
-                // SAFETY: `kernels` came from `Kernels::for_isa`, so its level is supported;
-                // the slices have the lengths the kernel expects (k, k/32, k/32, k/32).
-                unsafe { (kernels.quantize_row)(xr, q, dr, s, ds) };
-            }
-            let by_block = if panel_fn.is_some() {
-                let by_block = grow(by_block, nb * m);
-                for (i, t) in by_block.iter_mut().enumerate() {
-                    let (b, r) = (i / m, i % m);
-                    *t = BlockScales { d: d[r * nb + b], dsum: dsums[r * nb + b], sum: sums[r * nb + b] };
-                }
-                &by_block[..]
-            } else {
-                &[]
-            };
-            Acts { m, k, f32s: x, qs, d, dsums, by_block }
-        } else {
-            Acts { m, k, f32s: x, qs: &[], d: &[], dsums: &[], by_block: &[] }
-        };
-        let rows = WeightRows { bytes: w.bytes, k, row_bytes: w.row_bytes() };
+        let panels_fn = |w: &Weights| kernels.panels[w.dtype.index()].filter(|_| m >= PANEL_MIN_M);
+        let packed = ws.iter().all(|w| panels_fn(w).is_some());
+        let quantized = ws.iter().any(|w| w.dtype.is_block_quantized());
+        let Scratch { qs, d, sums, dsums, by_block, panels, .. } = scratch;
+        let acts = if quantized { self.quantize(x, m, k, qs, d, sums, dsums, by_block, packed) } else { Acts::float(x, m, k) };
 
-        // Contiguous column ranges, one per thread, aligned to the panel width when packing.
-        let unit = if panel_fn.is_some() { kernels.lanes } else { 1 };
-        let units = n.div_ceil(unit);
-        let tasks = self.threads().min(units).max(1);
-        let range = |t: usize| {
-            let (lo, hi) = (t * units / tasks, (t + 1) * units / tasks);
-            (lo * unit).min(n)..(hi * unit).min(n)
-        };
+        // Each matrix's columns in units (the panel width when packing), all matrices' units
+        // laid end to end and cut into contiguous ranges, one per task; with `swiglu` the units
+        // are the gate's and each task also computes the same columns of `up`.
+        let unit = if packed { kernels.lanes } else { 1 };
+        let parts = if swiglu { 1 } else { ws.len() };
+        let units: usize = ws[..parts].iter().map(|w| w.n.div_ceil(unit)).sum();
+        let tasks = (self.threads() * TASKS_PER_THREAD).min(units).max(1);
         if panels.len() < tasks {
             panels.resize_with(tasks, PanelBuf::default);
         }
-        let output = Output::new(y, m, n);
+        let mut outputs: [Option<Output>; MAX_PARTS] = [None, None, None, None];
+        for ((o, y), w) in outputs.iter_mut().zip(ys.iter_mut()).zip(ws) {
+            *o = Some(Output::new(y, m, w.n));
+        }
         let run = |t: usize, buf: &mut PanelBuf| {
-            // SAFETY: each task index `t` runs once, and `range(t)` for distinct `t` are
-            // disjoint sub-ranges of 0..n.
-            let out = unsafe { output.task(range(t)) };
-            match panel_fn {
-                // SAFETY: the functions come from a `Kernels` for a supported level (see above);
-                // `rows`, `acts` and `out` describe consistent, validated shapes.
-                Some(f) => unsafe { f(rows, acts, &out, buf) },
-                // SAFETY: as above.
-                None => unsafe { rows_fn(rows, acts, &out) },
+            let (lo, hi) = (t * units / tasks, (t + 1) * units / tasks);
+            let mut first_unit = 0;
+            for (i, w) in ws[..parts].iter().enumerate() {
+                let w_units = w.n.div_ceil(unit);
+                let (a, b) = (lo.max(first_unit) - first_unit, hi.min(first_unit + w_units).saturating_sub(first_unit));
+                first_unit += w_units;
+                if a >= b {
+                    continue;
+                }
+                let cols = (a * unit).min(w.n)..(b * unit).min(w.n);
+                let targets = if swiglu { 0..2 } else { i..i + 1 };
+                for j in targets.clone() {
+                    let w = ws[j];
+                    let rows = WeightRows { bytes: w.bytes, k, row_bytes: w.row_bytes() };
+                    let output = outputs[j].as_ref().expect("one output per matrix");
+                    // SAFETY: task `t` runs once and its unit range `lo..hi` is disjoint from
+                    // every other task's, so its columns of each matrix are too.
+                    let out = unsafe { output.task(cols.clone()) };
+                    match panels_fn(w).filter(|_| packed) {
+                        // SAFETY: the functions come from a `Kernels` for a supported level
+                        // (`Kernels::for_isa`); `rows`, `acts` and `out` describe consistent,
+                        // validated shapes.
+                        Some(f) => unsafe { f(rows, acts, &out, buf) },
+                        // SAFETY: as above.
+                        None => unsafe { kernels.rows[w.dtype.index()].expect("a weight format")(rows, acts, &out) },
+                    }
+                }
+                if swiglu {
+                    let [Some(gate), Some(up)] = [&outputs[0], &outputs[1]] else { unreachable!("two outputs") };
+                    // SAFETY: as above (these columns are this task's alone).
+                    let (mut gate, up) = unsafe { (gate.task(cols.clone()), up.task(cols.clone())) };
+                    for r in 0..m {
+                        crate::ops::silu_mul(gate.row_mut(r), up.row(r));
+                    }
+                }
             }
         };
         self.pool.for_each_mut(&mut panels[..tasks], &run);
-        Ok(())
+    }
+
+    /// Quantizes the `m` rows of `x` (m × k) for the integer kernels, in parallel when `m` is large.
+    #[allow(clippy::too_many_arguments)]
+    fn quantize<'s>(
+        &self,
+        x: &'s [f32],
+        m: usize,
+        k: usize,
+        qs: &'s mut Vec<i8>,
+        d: &'s mut Vec<f32>,
+        sums: &'s mut Vec<i32>,
+        dsums: &'s mut Vec<f32>,
+        by_block: &'s mut Vec<BlockScales>,
+        packed: bool,
+    ) -> Acts<'s> {
+        let nb = k / QK;
+        let (qs, d, sums, dsums) = (grow(qs, m * k), grow(d, m * nb), grow(sums, m * nb), grow(dsums, m * nb));
+        let quantize_row = self.kernels.quantize_row;
+        let rows = |(x, q, d, s, ds): &mut (&[f32], &mut [i8], &mut [f32], &mut [i32], &mut [f32])| {
+            for ((xr, q), ((dr, s), ds)) in
+                x.chunks(k).zip(q.chunks_mut(k)).zip(d.chunks_mut(nb).zip(s.chunks_mut(nb)).zip(ds.chunks_mut(nb)))
+            {
+                // SAFETY: the table came from `Kernels::for_isa`, so its level is supported; the
+                // slices have the lengths the kernel expects (k, k/32, k/32, k/32).
+                unsafe { quantize_row(xr, q, dr, s, ds) };
+            }
+        };
+        if k > 0 {
+            // Groups of rows, one task each; a single group (no thread hand-off) for small m.
+            let group = if m >= QUANTIZE_PARALLEL_M { m.div_ceil(self.threads() * 2) } else { m };
+            let mut jobs: Vec<_> = x
+                .chunks(group * k)
+                .zip(qs.chunks_mut(group * k))
+                .zip(d.chunks_mut(group * nb).zip(sums.chunks_mut(group * nb)).zip(dsums.chunks_mut(group * nb)))
+                .map(|((x, q), ((d, s), ds))| (x, q, d, s, ds))
+                .collect();
+            match jobs.as_mut_slice() {
+                [one] => rows(one),
+                many => self.pool.for_each_mut(many, &|_, job| rows(job)),
+            }
+        }
+        let by_block: &[BlockScales] = if packed {
+            let by_block = grow(by_block, nb * m);
+            for (i, t) in by_block.iter_mut().enumerate() {
+                let (b, r) = (i / m, i % m);
+                *t = BlockScales { d: d[r * nb + b], dsum: dsums[r * nb + b], sum: sums[r * nb + b] };
+            }
+            by_block
+        } else {
+            &[]
+        };
+        Acts { m, k, f32s: x, qs, d, dsums, by_block }
     }
 }

@@ -5,7 +5,7 @@
 use super::gguf::Gguf;
 use crate::attention::{AttnParams, AttnScratch};
 use crate::kv_cache::{KvCache, KvCacheConfig, KvDtype, SeqId};
-use crate::ops::{add_assign, rms_norm, swiglu, Rope};
+use crate::ops::{add_assign, rms_norm, Rope};
 use crate::{quant, Cpu, DType, Error, Result, Scratch, Weights};
 use std::path::Path;
 
@@ -154,6 +154,13 @@ impl Llama {
         &self.gguf
     }
 
+    /// Bytes of weights one decode step streams: every layer's matrices and the LM head (the
+    /// embedding's single row is negligible).
+    pub fn decode_weight_bytes(&self) -> usize {
+        let layer = |l: &Layer| [l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down].iter().map(|m| self.weights(m).bytes().len()).sum::<usize>();
+        self.layers.iter().map(layer).sum::<usize>() + self.weights(&self.output).bytes().len()
+    }
+
     fn weights(&self, m: &Matrix) -> Weights<'_> {
         Weights::new(m.dtype, m.n, m.k, self.gguf.tensor_bytes(m.index)).expect("validated at load")
     }
@@ -177,9 +184,8 @@ pub struct Session<'m> {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
-    /// (m, hidden_dim) gate, up
+    /// (m, hidden_dim) silu(gate) · up
     gate: Vec<f32>,
-    up: Vec<f32>,
     /// (m or 1, vocab_size)
     logits: Vec<f32>,
 }
@@ -217,7 +223,6 @@ impl<'m> Session<'m> {
             k: vec![],
             v: vec![],
             gate: vec![],
-            up: vec![],
             logits: vec![],
         })
     }
@@ -260,7 +265,6 @@ impl<'m> Session<'m> {
             (&mut self.k, m * kv_dim),
             (&mut self.v, m * kv_dim),
             (&mut self.gate, m * c.hidden_dim),
-            (&mut self.up, m * c.hidden_dim),
         ] {
             buf.resize(len, 0.0);
         }
@@ -277,9 +281,8 @@ impl<'m> Session<'m> {
         for (l, layer) in model.layers.iter().enumerate() {
             // Attention block.
             rms_norm(&self.x, &layer.attn_norm, c.norm_eps, &mut self.xb)?;
-            cpu.matmul(&model.weights(&layer.wq), &self.xb, m, &mut self.q, s)?;
-            cpu.matmul(&model.weights(&layer.wk), &self.xb, m, &mut self.k, s)?;
-            cpu.matmul(&model.weights(&layer.wv), &self.xb, m, &mut self.v, s)?;
+            let (wq, wk, wv) = (model.weights(&layer.wq), model.weights(&layer.wk), model.weights(&layer.wv));
+            cpu.matmul_many(&[&wq, &wk, &wv], &self.xb, m, &mut [&mut self.q, &mut self.k, &mut self.v], s)?;
             model.rope.apply(&mut self.q, c.n_heads, pos0)?;
             model.rope.apply(&mut self.k, c.n_kv_heads, pos0)?;
             self.cache.write(self.seq, l, pos0, &self.k, &self.v)?;
@@ -292,9 +295,7 @@ impl<'m> Session<'m> {
             add_assign(&mut self.x, &self.xb)?;
             // Feed-forward block.
             rms_norm(&self.x, &layer.ffn_norm, c.norm_eps, &mut self.xb)?;
-            cpu.matmul(&model.weights(&layer.w_gate), &self.xb, m, &mut self.gate, s)?;
-            cpu.matmul(&model.weights(&layer.w_up), &self.xb, m, &mut self.up, s)?;
-            swiglu(&mut self.gate, &self.up)?;
+            cpu.matmul_swiglu(&model.weights(&layer.w_gate), &model.weights(&layer.w_up), &self.xb, m, &mut self.gate, s)?;
             cpu.matmul(&model.weights(&layer.w_down), &self.gate, m, &mut self.xb, s)?;
             add_assign(&mut self.x, &self.xb)?;
         }

@@ -2,9 +2,13 @@
 //! sparq's primitives, and sampling.
 
 pub mod gguf;
+pub mod gguf_write;
 pub mod llama;
 pub mod sampler;
+pub mod synthetic;
 
 pub use gguf::Gguf;
+pub use gguf_write::GgufWriter;
+pub use synthetic::synthetic_llama;
 pub use llama::{Config, Llama, Session};
 pub use sampler::{Sampler, SamplerConfig};

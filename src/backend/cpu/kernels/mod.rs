@@ -63,6 +63,10 @@ pub(crate) struct QRow<'a> {
 }
 
 impl<'a> Acts<'a> {
+    /// Activations for the float paths (no quantized copy).
+    pub fn float(x: &'a [f32], m: usize, k: usize) -> Self {
+        Acts { m, k, f32s: x, qs: &[], d: &[], dsums: &[], by_block: &[] }
+    }
     pub fn row(&self, r: usize) -> &'a [f32] {
         &self.f32s[r * self.k..(r + 1) * self.k]
     }
@@ -141,6 +145,23 @@ unsafe impl Sync for TaskOut<'_> {}
 impl TaskOut<'_> {
     pub fn cols(&self) -> std::ops::Range<usize> {
         self.cols.clone()
+    }
+
+    /// This task's columns of row `row`.
+    pub fn row(&self, row: usize) -> &[f32] {
+        assert!(row < self.m);
+        // In bounds (as in `write`); no other live `TaskOut` touches these columns.
+        // SAFETY: see above and `Output::task`.
+        unsafe { std::slice::from_raw_parts(self.y.add(row * self.n + self.cols.start).as_ptr(), self.cols.len()) }
+    }
+
+    /// This task's columns of row `row`, writable.
+    pub fn row_mut(&mut self, row: usize) -> &mut [f32] {
+        assert!(row < self.m);
+        // In bounds (as in `write`); no other live `TaskOut` touches these columns, and
+        // `&mut self` keeps this the only reference this `TaskOut` hands out.
+        // SAFETY: see above and `Output::task`.
+        unsafe { std::slice::from_raw_parts_mut(self.y.add(row * self.n + self.cols.start).as_ptr(), self.cols.len()) }
     }
 
     /// Writes `vals` to `y[row][col0 .. col0 + vals.len()]`, which must lie in this task's columns.
