@@ -32,7 +32,7 @@ USAGE: cargo run --release --example generate -- --prompt TEXT [OPTIONS]
   --top-k K              (default 40)      --top-p P          (default 0.95)
   --repeat-penalty R     (default 1.0 = off)
   --seed S               sampling seed (default 0)
-  --kv f32|f16|i8        KV-cache storage (default f32)
+  --kv f32|f16|i8        KV-cache storage (default f16, as llama.cpp)
   --device auto|cpu|cuda auto = a usable GPU, else the CPU (CUDA kernels are not built yet)
   --json                 print one JSON object instead of streaming text
 ";
@@ -63,7 +63,7 @@ fn parse_args() -> Result<Args, String> {
         ctx: None,
         threads: 0,
         sampler: SamplerConfig::default(),
-        kv: KvDtype::F32,
+        kv: KvDtype::F16,
         device: "auto".into(),
         json: false,
     };

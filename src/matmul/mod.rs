@@ -11,7 +11,7 @@
 pub mod reference;
 
 use crate::backend::cpu::kernels::quant_panel::PanelBuf;
-use crate::backend::cpu::kernels::{grow, Acts, BlockScales, Output, WeightRows};
+use crate::backend::cpu::kernels::{grow, scale_stride, Acts, BlockScales, Output, WeightRows};
 use crate::backend::cpu::pool::WorkerPool;
 use crate::backend::cpu::{Isa, Kernels};
 use crate::error::shape_err;
@@ -104,11 +104,9 @@ impl<'a> Weights<'a> {
 pub struct Scratch {
     /// (m, k)
     qs: Vec<i8>,
-    /// (m, k / 32)
+    /// (m, scale_stride(k)) each: block scales, sums and scaled sums, zero-padded
     d: Vec<f32>,
-    /// (m, k / 32)
     sums: Vec<i32>,
-    /// (m, k / 32)
     dsums: Vec<f32>,
     /// (k / 32, m)
     by_block: Vec<BlockScales>,
@@ -294,16 +292,18 @@ impl Cpu {
         by_block: &'s mut Vec<BlockScales>,
         packed: bool,
     ) -> Acts<'s> {
-        let nb = k / QK;
-        let (qs, d, sums, dsums) = (grow(qs, m * k), grow(d, m * nb), grow(sums, m * nb), grow(dsums, m * nb));
+        let (nb, stride) = (k / QK, scale_stride(k));
+        let (qs, d, sums, dsums) = (grow(qs, m * k), grow(d, m * stride), grow(sums, m * stride), grow(dsums, m * stride));
         let quantize_row = self.kernels.quantize_row;
         let rows = |(x, q, d, s, ds): &mut (&[f32], &mut [i8], &mut [f32], &mut [i32], &mut [f32])| {
             for ((xr, q), ((dr, s), ds)) in
-                x.chunks(k).zip(q.chunks_mut(k)).zip(d.chunks_mut(nb).zip(s.chunks_mut(nb)).zip(ds.chunks_mut(nb)))
+                x.chunks(k).zip(q.chunks_mut(k)).zip(d.chunks_mut(stride).zip(s.chunks_mut(stride)).zip(ds.chunks_mut(stride)))
             {
                 // SAFETY: the table came from `Kernels::for_isa`, so its level is supported; the
                 // slices have the lengths the kernel expects (k, k/32, k/32, k/32).
-                unsafe { quantize_row(xr, q, dr, s, ds) };
+                unsafe { quantize_row(xr, q, &mut dr[..nb], &mut s[..nb], &mut ds[..nb]) };
+                // The padding (see `scale_stride`) must read as zero whatever the buffer held.
+                (dr[nb..].fill(0.0), s[nb..].fill(0), ds[nb..].fill(0.0));
             }
         };
         if k > 0 {
@@ -312,7 +312,7 @@ impl Cpu {
             let mut jobs: Vec<_> = x
                 .chunks(group * k)
                 .zip(qs.chunks_mut(group * k))
-                .zip(d.chunks_mut(group * nb).zip(sums.chunks_mut(group * nb)).zip(dsums.chunks_mut(group * nb)))
+                .zip(d.chunks_mut(group * stride).zip(sums.chunks_mut(group * stride)).zip(dsums.chunks_mut(group * stride)))
                 .map(|((x, q), ((d, s), ds))| (x, q, d, s, ds))
                 .collect();
             match jobs.as_mut_slice() {
@@ -324,7 +324,7 @@ impl Cpu {
             let by_block = grow(by_block, nb * m);
             for (i, t) in by_block.iter_mut().enumerate() {
                 let (b, r) = (i / m, i % m);
-                *t = BlockScales { d: d[r * nb + b], dsum: dsums[r * nb + b], sum: sums[r * nb + b] };
+                *t = BlockScales { d: d[r * stride + b], dsum: dsums[r * stride + b], sum: sums[r * stride + b] };
             }
             by_block
         } else {

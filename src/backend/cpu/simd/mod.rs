@@ -49,6 +49,7 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     /// `a · b + c` (fused where the ISA has FMA).
     fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
     fn mul(self, a: Self::F, b: Self::F) -> Self::F;
+    fn add(self, a: Self::F, b: Self::F) -> Self::F;
     fn abs(self, a: Self::F) -> Self::F;
     fn max(self, a: Self::F, b: Self::F) -> Self::F;
     fn sum(self, v: Self::F) -> f32;

@@ -64,6 +64,10 @@ impl Simd for Portable {
         a * b
     }
     #[inline(always)]
+    fn add(self, a: f32x8, b: f32x8) -> f32x8 {
+        a + b
+    }
+    #[inline(always)]
     fn abs(self, a: f32x8) -> f32x8 {
         a.abs()
     }

@@ -71,6 +71,10 @@ impl Simd for Scalar {
         std::array::from_fn(|i| a[i] * b[i])
     }
     #[inline(always)]
+    fn add(self, a: F8, b: F8) -> F8 {
+        std::array::from_fn(|i| a[i] + b[i])
+    }
+    #[inline(always)]
     fn abs(self, a: F8) -> F8 {
         a.map(f32::abs)
     }

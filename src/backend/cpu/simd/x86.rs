@@ -187,6 +187,11 @@ impl Simd for Avx2 {
         unsafe { _mm256_mul_ps(a, b) }
     }
     #[inline(always)]
+    fn add(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
     fn abs(self, a: __m256) -> __m256 {
         // SAFETY: token ⇒ AVX2.
         unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
@@ -452,6 +457,11 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
     fn mul(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: token ⇒ AVX-512F.
         unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_add_ps(a, b) }
     }
     #[inline(always)]
     fn abs(self, a: __m512) -> __m512 {
