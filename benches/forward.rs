@@ -27,10 +27,14 @@ const ANSWER: usize = 64;
 
 /// The real model if it is on disk, else a synthetic one; and which it is.
 fn model() -> (Llama, String) {
-    let cached = std::env::var_os("SPARQ_MODEL").map(PathBuf::from).or_else(|| {
-        let home = std::env::var_os("HOME")?;
-        Some(PathBuf::from(home).join(".cache/sparq/SmolLM2-135M-Instruct.Q4_1.gguf"))
-    });
+    let cached = match std::env::var_os("SPARQ_MODEL") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "SPARQ_MODEL={} is not a file", p.display());
+            Some(p)
+        }
+        None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sparq/SmolLM2-135M-Instruct.Q4_1.gguf")),
+    };
     match cached.filter(|p| p.is_file()) {
         Some(path) => (Llama::load(&path).expect("load model"), format!("real model {}", path.display())),
         None => {
