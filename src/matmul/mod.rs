@@ -31,6 +31,9 @@ const TASKS_PER_THREAD: usize = 1;
 /// From this many rows on, activations are quantized in parallel.
 const QUANTIZE_PARALLEL_M: usize = 16;
 
+/// One group of activation rows to quantize: `x` in, then `qs`, `d`, `sums`, `dsums` out.
+type QuantJob<'a> = (&'a [f32], &'a mut [i8], &'a mut [f32], &'a mut [i32], &'a mut [f32]);
+
 /// Validates one product's lengths and values (`x` must be finite).
 fn check_shapes(op: &'static str, w: &Weights, k: usize, x: &[f32], m: usize, y: &[f32]) -> Result<()> {
     let n = w.n;
@@ -295,7 +298,7 @@ impl Cpu {
         let (nb, stride) = (k / QK, scale_stride(k));
         let (qs, d, sums, dsums) = (grow(qs, m * k), grow(d, m * stride), grow(sums, m * stride), grow(dsums, m * stride));
         let quantize_row = self.kernels.quantize_row;
-        let rows = |(x, q, d, s, ds): &mut (&[f32], &mut [i8], &mut [f32], &mut [i32], &mut [f32])| {
+        let rows = |(x, q, d, s, ds): &mut QuantJob| {
             for ((xr, q), ((dr, s), ds)) in
                 x.chunks(k).zip(q.chunks_mut(k)).zip(d.chunks_mut(stride).zip(s.chunks_mut(stride)).zip(ds.chunks_mut(stride)))
             {
@@ -303,7 +306,9 @@ impl Cpu {
                 // slices have the lengths the kernel expects (k, k/32, k/32, k/32).
                 unsafe { quantize_row(xr, q, &mut dr[..nb], &mut s[..nb], &mut ds[..nb]) };
                 // The padding (see `scale_stride`) must read as zero whatever the buffer held.
-                (dr[nb..].fill(0.0), s[nb..].fill(0), ds[nb..].fill(0.0));
+                dr[nb..].fill(0.0);
+                s[nb..].fill(0);
+                ds[nb..].fill(0.0);
             }
         };
         if k > 0 {
