@@ -259,12 +259,12 @@ impl Cpu {
                     // SAFETY: task `t` runs once and its unit range `lo..hi` is disjoint from
                     // every other task's, so its columns of each matrix are too.
                     let out = unsafe { output.task(cols.clone()) };
+                    // The functions come from a `Kernels` for a supported level (`Kernels::for_isa`);
+                    // `rows`, `acts` and `out` describe consistent, validated shapes.
                     match panels_fn(w).filter(|_| packed) {
-                        // SAFETY: the functions come from a `Kernels` for a supported level
-                        // (`Kernels::for_isa`); `rows`, `acts` and `out` describe consistent,
-                        // validated shapes.
+                        // SAFETY: see the comment above the `match`.
                         Some(f) => unsafe { f(rows, acts, &out, buf) },
-                        // SAFETY: as above.
+                        // SAFETY: see the comment above the `match`.
                         None => unsafe { kernels.rows[w.dtype.index()].expect("a weight format")(rows, acts, &out) },
                     }
                 }
