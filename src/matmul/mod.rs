@@ -11,7 +11,7 @@
 pub mod reference;
 
 use crate::backend::cpu::kernels::quant_panel::PanelBuf;
-use crate::backend::cpu::kernels::{grow, scale_stride, Acts, BlockScales, Output, WeightRows};
+use crate::backend::cpu::kernels::{grow, Acts, BlockScales, Output, WeightRows};
 use crate::backend::cpu::pool::WorkerPool;
 use crate::backend::cpu::{Isa, Kernels};
 use crate::error::shape_err;
@@ -25,16 +25,13 @@ pub const PANEL_MIN_M: usize = 4;
 /// The most matrices [`Cpu::matmul_many`] takes at once.
 pub const MAX_PARTS: usize = 4;
 
-/// Tasks per thread: more than one lets a thread that starts late (or is interrupted) take less.
-const TASKS_PER_THREAD: usize = 1;
-
 /// From this many rows on, activations are quantized in parallel.
 const QUANTIZE_PARALLEL_M: usize = 16;
 
 /// One group of activation rows to quantize: `x` in, then `qs`, `d`, `sums`, `dsums` out.
 type QuantJob<'a> = (&'a [f32], &'a mut [i8], &'a mut [f32], &'a mut [i32], &'a mut [f32]);
 
-/// Validates one product's lengths and values (`x` must be finite).
+/// Validates one product's lengths.
 fn check_shapes(op: &'static str, w: &Weights, k: usize, x: &[f32], m: usize, y: &[f32]) -> Result<()> {
     let n = w.n;
     if w.k != k {
@@ -107,7 +104,7 @@ impl<'a> Weights<'a> {
 pub struct Scratch {
     /// (m, k)
     qs: Vec<i8>,
-    /// (m, scale_stride(k)) each: block scales, sums and scaled sums, zero-padded
+    /// (m, k / 32) each: block scales, sums and scaled sums
     d: Vec<f32>,
     sums: Vec<i32>,
     dsums: Vec<f32>,
@@ -232,11 +229,12 @@ impl Cpu {
         let unit = if packed { kernels.lanes } else { 1 };
         let parts = if swiglu { 1 } else { ws.len() };
         let units: usize = ws[..parts].iter().map(|w| w.n.div_ceil(unit)).sum();
-        let tasks = (self.threads() * TASKS_PER_THREAD).min(units).max(1);
+        // One task per thread: two per thread (smaller ranges, dynamic balance) measured no faster.
+        let tasks = self.threads().min(units).max(1);
         if panels.len() < tasks {
             panels.resize_with(tasks, PanelBuf::default);
         }
-        let mut outputs: [Option<Output>; MAX_PARTS] = [None, None, None, None];
+        let mut outputs: [Option<Output>; MAX_PARTS] = std::array::from_fn(|_| None);
         for ((o, y), w) in outputs.iter_mut().zip(ys.iter_mut()).zip(ws) {
             *o = Some(Output::new(y, m, w.n));
         }
@@ -295,41 +293,34 @@ impl Cpu {
         by_block: &'s mut Vec<BlockScales>,
         packed: bool,
     ) -> Acts<'s> {
-        let (nb, stride) = (k / QK, scale_stride(k));
-        let (qs, d, sums, dsums) = (grow(qs, m * k), grow(d, m * stride), grow(sums, m * stride), grow(dsums, m * stride));
+        let nb = k / QK;
+        let (qs, d, sums, dsums) = (grow(qs, m * k), grow(d, m * nb), grow(sums, m * nb), grow(dsums, m * nb));
         let quantize_row = self.kernels.quantize_row;
         let rows = |(x, q, d, s, ds): &mut QuantJob| {
-            for ((xr, q), ((dr, s), ds)) in
-                x.chunks(k).zip(q.chunks_mut(k)).zip(d.chunks_mut(stride).zip(s.chunks_mut(stride)).zip(ds.chunks_mut(stride)))
-            {
+            for ((xr, q), ((dr, s), ds)) in x.chunks(k).zip(q.chunks_mut(k)).zip(d.chunks_mut(nb).zip(s.chunks_mut(nb)).zip(ds.chunks_mut(nb))) {
                 // SAFETY: the table came from `Kernels::for_isa`, so its level is supported; the
                 // slices have the lengths the kernel expects (k, k/32, k/32, k/32).
-                unsafe { quantize_row(xr, q, &mut dr[..nb], &mut s[..nb], &mut ds[..nb]) };
-                // The padding (see `scale_stride`) must read as zero whatever the buffer held.
-                dr[nb..].fill(0.0);
-                s[nb..].fill(0);
-                ds[nb..].fill(0.0);
+                unsafe { quantize_row(xr, q, dr, s, ds) };
             }
         };
-        if k > 0 {
-            // Groups of rows, one task each; a single group (no thread hand-off) for small m.
-            let group = if m >= QUANTIZE_PARALLEL_M { m.div_ceil(self.threads() * 2) } else { m };
-            let mut jobs: Vec<_> = x
+        if k > 0 && m < QUANTIZE_PARALLEL_M {
+            rows(&mut (x, &mut qs[..], &mut d[..], &mut sums[..], &mut dsums[..]));
+        } else if k > 0 {
+            // Groups of rows, two per thread (prefill only: this small Vec is off the decode path).
+            let group = m.div_ceil(self.threads() * 2);
+            let mut jobs: Vec<QuantJob> = x
                 .chunks(group * k)
                 .zip(qs.chunks_mut(group * k))
-                .zip(d.chunks_mut(group * stride).zip(sums.chunks_mut(group * stride)).zip(dsums.chunks_mut(group * stride)))
+                .zip(d.chunks_mut(group * nb).zip(sums.chunks_mut(group * nb)).zip(dsums.chunks_mut(group * nb)))
                 .map(|((x, q), ((d, s), ds))| (x, q, d, s, ds))
                 .collect();
-            match jobs.as_mut_slice() {
-                [one] => rows(one),
-                many => self.pool.for_each_mut(many, &|_, job| rows(job)),
-            }
+            self.pool.for_each_mut(&mut jobs, &|_, job| rows(job));
         }
         let by_block: &[BlockScales] = if packed {
             let by_block = grow(by_block, nb * m);
             for (i, t) in by_block.iter_mut().enumerate() {
                 let (b, r) = (i / m, i % m);
-                *t = BlockScales { d: d[r * stride + b], dsum: dsums[r * stride + b], sum: sums[r * stride + b] };
+                *t = BlockScales { d: d[r * nb + b], dsum: dsums[r * nb + b], sum: sums[r * nb + b] };
             }
             by_block
         } else {

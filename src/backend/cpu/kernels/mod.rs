@@ -34,10 +34,9 @@ pub(crate) struct Acts<'a> {
     pub f32s: &'a [f32],
     /// (m, k) 8-bit values; empty on float paths.
     pub qs: &'a [i8],
-    /// (m, scale_stride(k)) block scales, f16-rounded like ggml's `block_q8_*.d`; zero-padded.
+    /// (m, k / 32) block scales, f16-rounded like ggml's `block_q8_*.d`.
     pub d: &'a [f32],
-    /// (m, scale_stride(k)) `d · Σ` per block (ggml's Q8_1 `s`, kept in f32): the weight-min
-    /// term's factor; zero-padded.
+    /// (m, k / 32) `d · Σ` per block (ggml's Q8_1 `s`, kept in f32): the weight-min term's factor.
     pub dsums: &'a [f32],
     /// (k / 32, m) the same three per block, block-major, for the packed GEMM (whose micro-tile
     /// reads one block of several rows at a time); empty on the row paths.
@@ -52,24 +51,14 @@ pub(crate) struct BlockScales {
     pub sum: i32,
 }
 
-/// The widest vector, in f32 lanes: activation scale rows are padded to a multiple of it.
-pub(crate) const MAX_LANES: usize = 16;
-
-/// Entries per row of the activation scale arrays (`d`, `dsums`, `sums`): the row's `k / 32`
-/// blocks, then zeros up to a multiple of [`MAX_LANES`], so a kernel may load a whole vector of
-/// scales from any group start — a partial last group reads zeros, which weigh nothing.
-pub(crate) fn scale_stride(k: usize) -> usize {
-    (k / crate::quant::QK).next_multiple_of(MAX_LANES)
-}
-
 /// One activation row of the integer path.
 #[derive(Clone, Copy)]
 pub(crate) struct QRow<'a> {
     /// (k)
     pub qs: &'a [i8],
-    /// (scale_stride(k)): `k / 32` scales, then zeros
+    /// (k / 32)
     pub d: &'a [f32],
-    /// (scale_stride(k)): as `d`
+    /// (k / 32)
     pub dsums: &'a [f32],
 }
 
@@ -82,11 +71,11 @@ impl<'a> Acts<'a> {
         &self.f32s[r * self.k..(r + 1) * self.k]
     }
     pub fn qrow(&self, r: usize) -> QRow<'a> {
-        let stride = scale_stride(self.k);
+        let nb = self.k / crate::quant::QK;
         QRow {
             qs: &self.qs[r * self.k..(r + 1) * self.k],
-            d: &self.d[r * stride..(r + 1) * stride],
-            dsums: &self.dsums[r * stride..(r + 1) * stride],
+            d: &self.d[r * nb..(r + 1) * nb],
+            dsums: &self.dsums[r * nb..(r + 1) * nb],
         }
     }
 }

@@ -19,9 +19,7 @@ use crate::quant::QK;
 /// Activation rows handled per pass over a weight row.
 const GROUP: usize = 4;
 
-/// One activation row: values cut to exactly the row's `nb` blocks (so `b < nb` needs no bounds
-/// check); scales with their zero padding (see `scale_stride`), so a group's vector load never
-/// runs short.
+/// One activation row, cut to exactly the row's `nb` blocks (so `b < nb` needs no bounds check).
 #[derive(Clone, Copy)]
 pub(crate) struct View<'a> {
     qs: &'a [i8],
@@ -32,7 +30,7 @@ pub(crate) struct View<'a> {
 impl<'a> View<'a> {
     #[inline(always)]
     fn new(x: QRow<'a>, nb: usize) -> Self {
-        View { qs: &x.qs[..nb * QK], d: x.d, dsums: x.dsums }
+        View { qs: &x.qs[..nb * QK], d: &x.d[..nb], dsums: &x.dsums[..nb] }
     }
     /// The 8-bit values of blocks `b..`, as bytes.
     #[inline(always)]
@@ -52,9 +50,8 @@ pub(crate) struct WidePath;
 /// The scales of a group of `LANES` blocks starting at `b0`, converted from f16 by one vector
 /// instruction (collecting them costs less than one AVX-512 gather on this AMD core: measured
 /// 15 vs 17 ns per 576-wide Q4_1 row): returns `d_w · d_x` per row and block, and adds the
-/// group's weight-min term `m · d_x·Σx_q` to `mins`. With
-/// `OFFSET_AS_MIN` the values are taken as unsigned `q` and the format's offset joins the min:
-/// `m − OFFSET · d_w`.
+/// group's weight-min term `m · d_x·Σx_q` to `mins`. With `OFFSET_AS_MIN` the values are taken
+/// as unsigned `q` and the format's offset joins the min: `m − OFFSET · d_w`.
 #[inline(always)]
 fn group_scales<S: Simd, Q: QuantFormat, const R: usize, const OFFSET_AS_MIN: bool>(
     s: S,
