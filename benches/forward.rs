@@ -16,7 +16,7 @@ mod common;
 
 use common::{median, median_time, read_bandwidth, threads, wanted};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sparq::model::{synthetic_llama, Config, Gguf, Llama, Session};
+use sparq::model::{synthetic_llama, Config, Gguf, Llama, Session, WeightLayout};
 use sparq::{Cpu, DType, KvDtype};
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -39,7 +39,7 @@ fn model() -> (Llama, String) {
         Some(path) => (Llama::load(&path).expect("load model"), format!("real model {}", path.display())),
         None => {
             let bytes = synthetic_llama(&Config::smollm2_135m(), DType::Q4_1, DType::Q8_0, 7).expect("synthetic model");
-            let model = Llama::from_gguf(Gguf::from_bytes(bytes).expect("parse")).expect("load");
+            let model = Llama::from_gguf(Gguf::from_bytes(bytes).expect("parse"), WeightLayout::Tiled).expect("load");
             (model, "synthetic SmolLM2-135M-shaped model (no model file found)".into())
         }
     }

@@ -48,4 +48,4 @@ pub use backend::cpu::{isa_report, Isa};
 pub use kv_cache::{KvCache, KvCacheConfig, KvDtype, SeqId};
 pub use dtype::{DType, DTypeInfo};
 pub use error::{Error, Result};
-pub use matmul::{Cpu, Scratch, Weights};
+pub use matmul::{tiled::PackedWeights, Cpu, Scratch, Weights};

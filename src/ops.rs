@@ -58,16 +58,33 @@ pub struct Rope {
     sin: Vec<f32>,
 }
 
+/// Positions between directly evaluated angles in [`Rope::new`].
+const ROPE_ANCHOR: usize = 64;
+
 impl Rope {
-    /// Tables for positions `0..max_pos` (angles computed in f64, rounded once).
+    /// Tables for positions `0..max_pos`, computed in f64 and rounded once to f32.
+    ///
+    /// Every [`ROPE_ANCHOR`]-th position is evaluated directly (`sin_cos`); the positions between
+    /// advance from it by rotation with the one-step angle (angle addition), which costs a few
+    /// multiplications instead of two libm calls (an 8192-position table: ~4 ms → well under 1 ms).
+    /// The rotation adds ≲ 2⁻⁵² relative error per step, so after < 64 steps the f64 values are
+    /// within ~1e-14 of the direct ones — far below the f32 rounding (6e-8) applied after.
     pub fn new(head_dim: usize, base: f64, max_pos: usize) -> Rope {
         let half = head_dim / 2;
-        let (mut cos, mut sin) = (Vec::with_capacity(max_pos * half), Vec::with_capacity(max_pos * half));
+        let freqs: Vec<f64> = (0..half).map(|i| base.powf(-2.0 * i as f64 / head_dim as f64)).collect();
+        let steps: Vec<(f64, f64)> = freqs.iter().map(|f| f.sin_cos()).collect();
+        let (mut cos, mut sin) = (vec![0f32; max_pos * half], vec![0f32; max_pos * half]);
+        let mut at = vec![(0f64, 1f64); half];
         for pos in 0..max_pos {
             for i in 0..half {
-                let theta = pos as f64 * base.powf(-2.0 * i as f64 / head_dim as f64);
-                cos.push(theta.cos() as f32);
-                sin.push(theta.sin() as f32);
+                at[i] = if pos % ROPE_ANCHOR == 0 {
+                    (pos as f64 * freqs[i]).sin_cos()
+                } else {
+                    let ((s, c), (ds, dc)) = (at[i], steps[i]);
+                    (s * dc + c * ds, c * dc - s * ds)
+                };
+                sin[pos * half + i] = at[i].0 as f32;
+                cos[pos * half + i] = at[i].1 as f32;
             }
         }
         Rope { head_dim, cos, sin }
@@ -98,5 +115,28 @@ impl Rope {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rotation-stepped table agrees with direct evaluation to the f32 rounding: the f64
+    /// values differ by ≲ 1e-14, so an entry is the directly rounded value or its neighbour
+    /// (one f32 step below 1 is 6e-8). SmolLM2's geometry, every position of its context.
+    #[test]
+    fn rope_table_matches_direct_evaluation() {
+        let (hd, base, max_pos) = (64, 100_000.0f64, 8192);
+        let rope = Rope::new(hd, base, max_pos);
+        let half = hd / 2;
+        for pos in 0..max_pos {
+            for i in 0..half {
+                let (s, c) = (pos as f64 * base.powf(-2.0 * i as f64 / hd as f64)).sin_cos();
+                let at = pos * half + i;
+                assert!((rope.sin[at] - s as f32).abs() <= 6e-8, "sin pos {pos} i {i}: {} vs {s}", rope.sin[at]);
+                assert!((rope.cos[at] - c as f32).abs() <= 6e-8, "cos pos {pos} i {i}: {} vs {c}", rope.cos[at]);
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@
 #[path = "../examples/common/mod.rs"]
 mod common;
 
-use sparq::model::{Llama, Session};
+use sparq::model::{Llama, Session, WeightLayout};
 use sparq::{Cpu, KvDtype};
 use std::sync::OnceLock;
 
@@ -115,7 +115,7 @@ fn synthetic_models_load_and_run() {
     use sparq::DType;
     let c = Config { n_layers: 2, dim: 96, hidden_dim: 160, n_heads: 6, n_kv_heads: 2, head_dim: 16, vocab_size: 77, context_length: 64, rope_base: 10_000.0, norm_eps: 1e-5 };
     let bytes = synthetic_llama(&c, DType::Q4_1, DType::Q8_0, 3).unwrap();
-    let model = Llama::from_gguf(Gguf::from_bytes(bytes).unwrap()).unwrap();
+    let model = Llama::from_gguf(Gguf::from_bytes(bytes).unwrap(), WeightLayout::Tiled).unwrap();
     assert_eq!(model.config, c);
     let cpu = Cpu::new(2).unwrap();
     let mut s = Session::new(&model, &cpu, 64, KvDtype::F16).unwrap();
@@ -129,4 +129,30 @@ fn synthetic_models_load_and_run() {
     let last = s.forward(&[76], false).unwrap();
     let diff = last.iter().zip(&logits[3 * 77..]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(diff < 1e-3, "decode after rewind differs from prefill by {diff}");
+}
+
+/// Weights repacked at load ([`WeightLayout::Tiled`]) give what the mapped file's weights give:
+/// bit for bit at prefill heights (the tiled and packed-panel kernels do the same arithmetic),
+/// and within f32 summation-order noise at decode (where the mapped weights take the row kernel).
+#[test]
+fn tiled_and_mapped_layouts_agree() {
+    use sparq::model::{synthetic_llama, Config, Gguf};
+    use sparq::DType;
+    let c = Config { n_layers: 2, dim: 128, hidden_dim: 224, n_heads: 4, n_kv_heads: 2, head_dim: 32, vocab_size: 100, context_length: 32, rope_base: 10_000.0, norm_eps: 1e-5 };
+    for dtype in [DType::Q4_1, DType::Q4_0, DType::Q8_0] {
+        let bytes = synthetic_llama(&c, dtype, DType::Q8_0, 5).unwrap();
+        let tiled = Llama::from_gguf(Gguf::from_bytes(bytes.clone()).unwrap(), WeightLayout::Tiled).unwrap();
+        let mapped = Llama::from_gguf(Gguf::from_bytes(bytes).unwrap(), WeightLayout::Mapped).unwrap();
+        assert_eq!((tiled.layout(), mapped.layout()), (WeightLayout::Tiled, WeightLayout::Mapped));
+        let cpu = Cpu::new(2).unwrap();
+        let (mut st, mut sm) = (Session::new(&tiled, &cpu, 32, KvDtype::F32).unwrap(), Session::new(&mapped, &cpu, 32, KvDtype::F32).unwrap());
+        let prompt = [5, 17, 99, 0, 42, 7];
+        let (a, b) = (st.forward(&prompt, true).unwrap().to_vec(), sm.forward(&prompt, true).unwrap().to_vec());
+        assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{dtype} prefill");
+        for tok in [3, 64, 12] {
+            let (a, b) = (st.forward(&[tok], false).unwrap().to_vec(), sm.forward(&[tok], false).unwrap().to_vec());
+            let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(diff < 1e-3, "{dtype} decode differs by {diff}");
+        }
+    }
 }

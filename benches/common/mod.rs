@@ -33,7 +33,19 @@ pub struct Measured {
 
 /// Whether the id matches one of the command line's non-flag arguments (or there are none).
 pub fn wanted(id: &str) -> bool {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    // Criterion's options that take a value as the next argument: that value is not a filter.
+    const WITH_VALUE: [&str; 13] = [
+        "--warm-up-time", "--measurement-time", "--sample-size", "--save-baseline", "--baseline", "--load-baseline",
+        "--profile-time", "--noise-threshold", "--confidence-level", "--significance-level", "--nresamples",
+        "--output-format", "--color",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filter: Vec<&String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with('-') && (*i == 0 || !WITH_VALUE.contains(&args[i - 1].as_str())))
+        .map(|(_, a)| a)
+        .collect();
     filter.is_empty() || filter.iter().any(|f| id.contains(f.as_str()))
 }
 

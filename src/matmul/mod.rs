@@ -9,9 +9,10 @@
 //! multiply in f32. Output columns are split into one contiguous range per thread.
 
 pub mod reference;
+pub mod tiled;
 
 use crate::backend::cpu::kernels::quant_panel::PanelBuf;
-use crate::backend::cpu::kernels::{grow, Acts, BlockScales, Output, WeightRows};
+use crate::backend::cpu::kernels::{grow, Acts, BlockScales, Output, TiledRows, WeightRows};
 use crate::backend::cpu::pool::WorkerPool;
 use crate::backend::cpu::{Isa, Kernels};
 use crate::error::shape_err;
@@ -27,6 +28,17 @@ pub const MAX_PARTS: usize = 4;
 
 /// From this many rows on, activations are quantized in parallel.
 const QUANTIZE_PARALLEL_M: usize = 16;
+
+/// How a matrix meets the activations in one product.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Path {
+    /// Tiled weights ([`tiled`]), any `m`.
+    Tiles,
+    /// GGUF rows packed into panels per call (`m ≥ PANEL_MIN_M`).
+    Panels,
+    /// GGUF rows one at a time (small `m`).
+    Rows,
+}
 
 /// One group of activation rows to quantize: `x` in, then `qs`, `d`, `sums`, `dsums` out.
 type QuantJob<'a> = (&'a [f32], &'a mut [i8], &'a mut [f32], &'a mut [i32], &'a mut [f32]);
@@ -58,8 +70,9 @@ pub struct Weights<'a> {
     n: usize,
     /// input features (elements per row)
     k: usize,
-    /// (n, row_bytes)
+    /// (n, row_bytes) in GGUF layout, or [`tiled`]'s layout when `tiled`
     bytes: &'a [u8],
+    tiled: bool,
 }
 
 impl<'a> Weights<'a> {
@@ -77,7 +90,23 @@ impl<'a> Weights<'a> {
         if expected != Some(bytes.len()) {
             return shape_err(OP, format!("{n}×{k} {dtype} needs {expected:?} bytes, got {}", bytes.len()));
         }
-        Ok(Weights { dtype, n, k, bytes })
+        Ok(Weights { dtype, n, k, bytes, tiled: false })
+    }
+
+    /// A view of a matrix in [`tiled`]'s layout (only [`tiled::PackedWeights`] makes these).
+    pub(crate) fn tiled(dtype: DType, n: usize, k: usize, bytes: &'a [u8]) -> Self {
+        debug_assert_eq!(bytes.len(), tiled::tiled_len(dtype, n, k));
+        Weights { dtype, n, k, bytes, tiled: true }
+    }
+
+    /// Whether these bytes are in the tiled layout of [`tiled::PackedWeights`] rather than GGUF's.
+    pub fn is_tiled(&self) -> bool {
+        self.tiled
+    }
+
+    /// The matrix in GGUF layout: borrowed, or unpacked from the tiled layout.
+    pub fn gguf_bytes(&self) -> std::borrow::Cow<'a, [u8]> {
+        if self.tiled { tiled::unpack(self.dtype, self.n, self.k, self.bytes).into() } else { self.bytes.into() }
     }
 
     pub fn dtype(&self) -> DType {
@@ -89,10 +118,11 @@ impl<'a> Weights<'a> {
     pub fn k(&self) -> usize {
         self.k
     }
+    /// The stored bytes, in this view's layout (see [`Weights::is_tiled`]).
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
     }
-    /// Bytes per row.
+    /// Bytes per row in GGUF layout.
     pub fn row_bytes(&self) -> usize {
         self.dtype.bytes_for(self.k).expect("validated in Weights::new")
     }
@@ -217,16 +247,29 @@ impl Cpu {
             return;
         }
         let kernels = self.kernels;
-        let panels_fn = |w: &Weights| kernels.panels[w.dtype.index()].filter(|_| m >= PANEL_MIN_M);
-        let packed = ws.iter().all(|w| panels_fn(w).is_some());
+        let path = |w: &Weights| match () {
+            _ if w.tiled => Path::Tiles,
+            _ if m >= PANEL_MIN_M => Path::Panels,
+            _ => Path::Rows,
+        };
         let quantized = ws.iter().any(|w| w.dtype.is_block_quantized());
-        let Scratch { qs, d, sums, dsums, by_block, panels, .. } = scratch;
-        let acts = if quantized { self.quantize(x, m, k, qs, d, sums, dsums, by_block, packed) } else { Acts::float(x, m, k) };
+        let by_block = ws.iter().any(|w| w.dtype.is_block_quantized() && path(w) == Path::Panels);
+        let Scratch { qs, d, sums, dsums, by_block: by_block_buf, panels, .. } = scratch;
+        let acts = if quantized { self.quantize(x, m, k, qs, d, sums, dsums, by_block_buf, by_block) } else { Acts::float(x, m, k) };
 
-        // Each matrix's columns in units (the panel width when packing), all matrices' units
-        // laid end to end and cut into contiguous ranges, one per task; with `swiglu` the units
-        // are the gate's and each task also computes the same columns of `up`.
-        let unit = if packed { kernels.lanes } else { 1 };
+        // Each matrix's columns in units (a tile, or the panel width when packing: the largest
+        // any matrix needs — they divide one another), all matrices' units laid end to end and
+        // cut into contiguous ranges, one per task; with `swiglu` the units are the gate's and
+        // each task also computes the same columns of `up`.
+        let unit = ws
+            .iter()
+            .map(|w| match path(w) {
+                Path::Tiles => tiled::TILE,
+                Path::Panels => kernels.lanes,
+                Path::Rows => 1,
+            })
+            .max()
+            .unwrap_or(1);
         let parts = if swiglu { 1 } else { ws.len() };
         let units: usize = ws[..parts].iter().map(|w| w.n.div_ceil(unit)).sum();
         // One task per thread: two per thread (smaller ranges, dynamic balance) measured no faster.
@@ -257,13 +300,21 @@ impl Cpu {
                     // SAFETY: task `t` runs once and its unit range `lo..hi` is disjoint from
                     // every other task's, so its columns of each matrix are too.
                     let out = unsafe { output.task(cols.clone()) };
+                    let index = w.dtype.index();
                     // The functions come from a `Kernels` for a supported level (`Kernels::for_isa`);
-                    // `rows`, `acts` and `out` describe consistent, validated shapes.
-                    match panels_fn(w).filter(|_| packed) {
+                    // the weights, `acts` and `out` describe consistent, validated shapes (tiled
+                    // views only come from `PackedWeights`, sized by `tiled::tiled_len`), and a
+                    // tiled task's columns start on a tile (`unit` is a multiple of `TILE`).
+                    match path(w) {
+                        Path::Tiles => {
+                            let tiles = TiledRows { bytes: w.bytes, k, tile_stride: tiled::tile_stride(w.dtype, k) };
+                            // SAFETY: see the comment above the `match`.
+                            unsafe { kernels.tiles[index].expect("a format with a tiled layout")(tiles, acts, &out) }
+                        }
                         // SAFETY: see the comment above the `match`.
-                        Some(f) => unsafe { f(rows, acts, &out, buf) },
+                        Path::Panels => unsafe { kernels.panels[index].expect("a weight format")(rows, acts, &out, buf) },
                         // SAFETY: see the comment above the `match`.
-                        None => unsafe { kernels.rows[w.dtype.index()].expect("a weight format")(rows, acts, &out) },
+                        Path::Rows => unsafe { kernels.rows[index].expect("a weight format")(rows, acts, &out) },
                     }
                 }
                 if swiglu {
@@ -326,6 +377,6 @@ impl Cpu {
         } else {
             &[]
         };
-        Acts { m, k, f32s: x, qs, d, dsums, by_block }
+        Acts { m, k, f32s: x, qs, d, dsums, sums, by_block }
     }
 }

@@ -22,7 +22,7 @@ pub struct RefOutput {
 
 fn dequantized(w: &Weights) -> Vec<f32> {
     let mut out = vec![0f32; w.n() * w.k()];
-    quant::dequantize(w.dtype(), w.bytes(), &mut out).expect("Weights are validated");
+    quant::dequantize(w.dtype(), &w.gguf_bytes(), &mut out).expect("Weights are validated");
     out
 }
 
@@ -69,7 +69,8 @@ pub fn matmul_q8_f64(w: &Weights, x: &[f32], m: usize) -> RefOutput {
     let (k, nb) = (w.k(), w.k() / QK);
     match w.dtype() {
         DType::Q4_1 => {
-            let blocks: &[BlockQ4_1] = bytemuck::cast_slice(w.bytes());
+            let rows = w.gguf_bytes();
+            let blocks: &[BlockQ4_1] = bytemuck::cast_slice(&rows);
             product(w, &wf, &xq, m, |c, i, xv| {
                 let b = &blocks[c * nb + i / QK];
                 let (d, mn) = (f16_le(b.d) as f64, f16_le(b.m) as f64);
@@ -78,7 +79,8 @@ pub fn matmul_q8_f64(w: &Weights, x: &[f32], m: usize) -> RefOutput {
             })
         }
         DType::Q4_0 => {
-            let blocks: &[BlockQ4_0] = bytemuck::cast_slice(w.bytes());
+            let rows = w.gguf_bytes();
+            let blocks: &[BlockQ4_0] = bytemuck::cast_slice(&rows);
             product(w, &wf, &xq, m, |c, i, xv| {
                 let b = &blocks[c * nb + i / QK];
                 let d = f16_le(b.d).abs() as f64;

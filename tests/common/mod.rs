@@ -43,7 +43,7 @@ pub fn check_matmul(cpu: &Cpu, dtype: DType, n: usize, k: usize, m: usize, w_f32
     check_matmul_on(&[cpu], dtype, n, k, m, w_f32, x)
 }
 
-fn compare(cpu: &Cpu, w: &Weights, x: &[f32], m: usize, reference: &RefOutput) -> Result<(), String> {
+pub fn compare(cpu: &Cpu, w: &Weights, x: &[f32], m: usize, reference: &RefOutput) -> Result<(), String> {
     let (dtype, n, k) = (w.dtype(), w.n(), w.k());
     let mut y = vec![f32::NAN; m * n];
     cpu.matmul(w, x, m, &mut y, &mut Scratch::default()).map_err(|e| e.to_string())?;

@@ -15,7 +15,7 @@ mod tests;
 use crate::{DType, Error, Result};
 use kernels::quant_panel::PanelBuf;
 use kernels::attend::{AttnRows, KvSpan};
-use kernels::{Acts, TaskOut, WeightRows};
+use kernels::{Acts, TaskOut, TiledRows, WeightRows};
 use std::sync::OnceLock;
 
 /// A CPU instruction-set level, ordered from least to most capable.
@@ -132,6 +132,9 @@ pub(crate) type RowsFn = unsafe fn(WeightRows, Acts, &TaskOut);
 /// Computes a task's output columns through packed panels (prefill).
 pub(crate) type PanelsFn = unsafe fn(WeightRows, Acts, &TaskOut, &mut PanelBuf);
 
+/// Computes a task's output columns (whole tiles) from weights in the tiled layout, any m.
+pub(crate) type TilesFn = unsafe fn(TiledRows, Acts, &TaskOut);
+
 /// Folds a run of KV blocks into a task's attention rows.
 pub(crate) type AttendFn = unsafe fn(&KvSpan, &mut AttnRows);
 
@@ -147,6 +150,8 @@ pub(crate) struct Kernels {
     pub rows: [Option<RowsFn>; DType::ALL.len()],
     /// By [`DType::index`]; `Some` for every weight format.
     pub panels: [Option<PanelsFn>; DType::ALL.len()],
+    /// By [`DType::index`]; `Some` for the formats with a tiled layout.
+    pub tiles: [Option<TilesFn>; DType::ALL.len()],
     /// By [`crate::kv_cache::KvDtype::index`].
     pub attend: [AttendFn; 3],
 }
@@ -180,7 +185,7 @@ macro_rules! isa_entry_points {
     ($module:ident, $isa:expr, $lanes:expr, $mr:literal, $token:expr, $($attr:meta),*) => {
         mod $module {
             use super::kernels::formats::{Bf16, F16, F32, Q4_0, Q4_1, Q8_0};
-            use super::kernels::{attend, float_panel, float_rows, quant_panel, quant_rows, quantize};
+            use super::kernels::{attend, float_panel, float_rows, quant_panel, quant_rows, quant_tiles, quantize};
             use super::*;
 
             $(#[$attr])*
@@ -236,6 +241,18 @@ macro_rules! isa_entry_points {
                 quant_panel::panels::<_, Q4_1, $mr>($token, w, x, out, buf)
             }
             $(#[$attr])*
+            unsafe fn tiles_q8_0(w: TiledRows, x: Acts, out: &TaskOut) {
+                quant_tiles::tiles::<_, Q8_0, $mr>($token, w, x, out)
+            }
+            $(#[$attr])*
+            unsafe fn tiles_q4_0(w: TiledRows, x: Acts, out: &TaskOut) {
+                quant_tiles::tiles::<_, Q4_0, $mr>($token, w, x, out)
+            }
+            $(#[$attr])*
+            unsafe fn tiles_q4_1(w: TiledRows, x: Acts, out: &TaskOut) {
+                quant_tiles::tiles::<_, Q4_1, $mr>($token, w, x, out)
+            }
+            $(#[$attr])*
             unsafe fn attend_f32(kv: &KvSpan, rows: &mut AttnRows) {
                 attend::attend::<_, F32>($token, kv, rows)
             }
@@ -255,6 +272,7 @@ macro_rules! isa_entry_points {
                 quantize_row,
                 rows: [Some(rows_f32), Some(rows_f16), Some(rows_bf16), Some(rows_q8_0), Some(rows_q4_0), Some(rows_q4_1), None],
                 panels: [Some(panels_f32), Some(panels_f16), Some(panels_bf16), Some(panels_q8_0), Some(panels_q4_0), Some(panels_q4_1), None],
+                tiles: [None, None, None, Some(tiles_q8_0), Some(tiles_q4_0), Some(tiles_q4_1), None],
                 attend: [attend_f32, attend_f16, attend_i8],
             };
         }

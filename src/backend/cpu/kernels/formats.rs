@@ -85,6 +85,8 @@ pub(crate) trait QuantFormat {
     const OFFSET: i32;
     /// Whether packed values can exceed 127 (then the GEMM needs the exact `dot_u8`).
     const WIDE: bool;
+    /// Bits per stored value (4 or 8).
+    const BITS: usize;
     fn d(b: &Self::Block) -> [u8; 2];
     fn m(_b: &Self::Block) -> [u8; 2] {
         [0, 0]
@@ -132,6 +134,7 @@ impl QuantFormat for Q8_0 {
     const HAS_MIN: bool = false;
     const OFFSET: i32 = 128;
     const WIDE: bool = true;
+    const BITS: usize = 8;
     #[inline(always)]
     fn d(b: &BlockQ8_0) -> [u8; 2] {
         b.d
@@ -167,6 +170,7 @@ impl QuantFormat for Q4_0 {
     const HAS_MIN: bool = false;
     const OFFSET: i32 = 8;
     const WIDE: bool = false;
+    const BITS: usize = 4;
     #[inline(always)]
     fn d(b: &BlockQ4_0) -> [u8; 2] {
         b.d
@@ -194,6 +198,7 @@ impl QuantFormat for Q4_1 {
     const HAS_MIN: bool = true;
     const OFFSET: i32 = 0;
     const WIDE: bool = false;
+    const BITS: usize = 4;
     #[inline(always)]
     fn d(b: &BlockQ4_1) -> [u8; 2] {
         b.d

@@ -9,6 +9,7 @@ pub(crate) mod float_rows;
 pub(crate) mod formats;
 pub(crate) mod quant_panel;
 pub(crate) mod quant_rows;
+pub(crate) mod quant_tiles;
 pub(crate) mod quantize;
 
 use std::marker::PhantomData;
@@ -38,6 +39,8 @@ pub(crate) struct Acts<'a> {
     pub d: &'a [f32],
     /// (m, k / 32) `d · Σ` per block (ggml's Q8_1 `s`, kept in f32): the weight-min term's factor.
     pub dsums: &'a [f32],
+    /// (m, k / 32) `Σ` per block: removes an unsigned weight offset exactly, in integers.
+    pub sums: &'a [i32],
     /// (k / 32, m) the same three per block, block-major, for the packed GEMM (whose micro-tile
     /// reads one block of several rows at a time); empty on the row paths.
     pub by_block: &'a [BlockScales],
@@ -60,12 +63,14 @@ pub(crate) struct QRow<'a> {
     pub d: &'a [f32],
     /// (k / 32)
     pub dsums: &'a [f32],
+    /// (k / 32)
+    pub sums: &'a [i32],
 }
 
 impl<'a> Acts<'a> {
     /// Activations for the float paths (no quantized copy).
     pub fn float(x: &'a [f32], m: usize, k: usize) -> Self {
-        Acts { m, k, f32s: x, qs: &[], d: &[], dsums: &[], by_block: &[] }
+        Acts { m, k, f32s: x, qs: &[], d: &[], dsums: &[], sums: &[], by_block: &[] }
     }
     pub fn row(&self, r: usize) -> &'a [f32] {
         &self.f32s[r * self.k..(r + 1) * self.k]
@@ -76,6 +81,7 @@ impl<'a> Acts<'a> {
             qs: &self.qs[r * self.k..(r + 1) * self.k],
             d: &self.d[r * nb..(r + 1) * nb],
             dsums: &self.dsums[r * nb..(r + 1) * nb],
+            sums: &self.sums[r * nb..(r + 1) * nb],
         }
     }
 }
@@ -91,6 +97,20 @@ pub(crate) struct WeightRows<'a> {
 impl<'a> WeightRows<'a> {
     pub fn row(&self, n: usize) -> &'a [u8] {
         &self.bytes[n * self.row_bytes..(n + 1) * self.row_bytes]
+    }
+}
+
+/// Weights in the tiled layout (`crate::matmul::tiled`): `tile_stride` bytes per 16 rows.
+#[derive(Clone, Copy)]
+pub(crate) struct TiledRows<'a> {
+    pub bytes: &'a [u8],
+    pub k: usize,
+    pub tile_stride: usize,
+}
+
+impl<'a> TiledRows<'a> {
+    pub fn tile(&self, t: usize) -> &'a [u8] {
+        &self.bytes[t * self.tile_stride..(t + 1) * self.tile_stride]
     }
 }
 
