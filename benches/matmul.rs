@@ -3,7 +3,9 @@
 //! Every weight format × every CPU level this machine supports × SmolLM2-135M's projection
 //! shapes and two large Llama-8B shapes, for m = 1 (decode: throughput in bytes of weights
 //! streamed) and m = 128 (prefill: throughput in multiply-add operations, 2·m·n·k).
-//! Ids: `matvec/<format>/<isa>/<n>x<k>/m1` and `matmul/<format>/<isa>/<n>x<k>/m128`.
+//! Ids: `matvec/<format>/<isa>/<n>x<k>/m1` and `matmul/<format>/<isa>/<n>x<k>/m128`; the integer
+//! formats run twice, in the file's layout and repacked into sparq's tiled layout
+//! (`sparq::matmul::tiled`, what `Llama::load` uses), the latter named `<format>_tiled`.
 //!
 //! The same run measures this machine's memory read bandwidth with the same thread count, and
 //! ends with a table of each decode kernel's median GB/s as a fraction of it: the bandwidth this
@@ -18,7 +20,8 @@ mod common;
 
 use common::{against_bandwidth, median_time, read_bandwidth, threads, values, wanted, Measured};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sparq::{quant, Cpu, DType, Isa, Scratch, Weights};
+use sparq::matmul::tiled::can_tile;
+use sparq::{quant, Cpu, DType, Isa, PackedWeights, Scratch, Weights};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -42,11 +45,14 @@ fn bench(c: &mut Criterion) {
     let mut scratch = Scratch::default();
 
     for (n, k) in SMOLLM2.into_iter().chain(LLAMA8B) {
+        let labels = |dtype: DType| -> Vec<String> {
+            if can_tile(dtype) { vec![dtype.to_string(), format!("{dtype}_tiled")] } else { vec![dtype.to_string()] }
+        };
         let ids_for = |dtype: DType| -> Vec<String> {
             cpus.iter()
                 .flat_map(|cpu| {
-                    let (f, i) = (dtype, cpu.isa());
-                    [format!("matvec/{f}/{i}/{n}x{k}/m1"), format!("matmul/{f}/{i}/{n}x{k}/m128")]
+                    let i = cpu.isa();
+                    labels(dtype).into_iter().flat_map(move |f| [format!("matvec/{f}/{i}/{n}x{k}/m1"), format!("matmul/{f}/{i}/{n}x{k}/m128")])
                 })
                 .collect()
         };
@@ -71,42 +77,54 @@ fn bench(c: &mut Criterion) {
                     }).collect()
                 })
                 .collect();
-            let mut next = 0usize;
-            let mut cold = || {
-                next = (next + 1) % copies.len();
-                Weights::new(dtype, n, k, &copies[next]).expect("weights")
-            };
-            let w = Weights::new(dtype, n, k, &bytes).expect("weights");
-            for m in [1usize, 128].into_iter().filter(|m| only_m.is_none_or(|o| o == *m)) {
-                let x = values(99, m * k);
-                let mut y = vec![0f32; m * n];
-                let name = if m == 1 { "matvec" } else { "matmul" };
-                let mut group = c.benchmark_group(format!("{name}/{dtype}"));
-                group.sample_size(10).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_secs(1));
-                group.throughput(if m == 1 { Throughput::Bytes(bytes.len() as u64) } else { Throughput::Elements((2 * m * n * k) as u64) });
-                for cpu in &cpus {
-                    let id = format!("{name}/{dtype}/{}/{n}x{k}/m{m}", cpu.isa());
-                    if !wanted(&id) {
-                        continue;
-                    }
-                    group.bench_function(BenchmarkId::new(cpu.isa().name(), format!("{n}x{k}/m{m}")), |b| {
-                        if m == 1 {
-                            b.iter(|| cpu.matmul(&cold(), black_box(&x), m, &mut y, &mut scratch).expect("matmul"))
-                        } else {
-                            b.iter(|| cpu.matmul(&w, black_box(&x), m, &mut y, &mut scratch).expect("matmul"))
-                        }
-                    });
-                    if m == 1 {
-                        let (bandwidth, ratio, seconds) = against_bandwidth(&pool, &probe_buf, threads, bytes.len(), || {
-                            cpu.matmul(&cold(), &x, m, &mut y, &mut scratch).expect("matmul")
-                        });
-                        decode.push(Measured { id, bandwidth, ratio, work: bytes.len() as f64, seconds });
-                    } else {
-                        let seconds = median_time(5, || cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul"));
-                        prefill.push(Measured { id, bandwidth: 0.0, ratio: 0.0, work: (2 * m * n * k) as f64, seconds });
-                    }
+            let plain: Vec<Weights> = copies.iter().map(|b| Weights::new(dtype, n, k, b).expect("weights")).collect();
+            let w_plain = Weights::new(dtype, n, k, &bytes).expect("weights");
+            for label in labels(dtype) {
+                let tiled = label.ends_with("_tiled");
+                if !cpus.iter().any(|cpu| [1, 128].iter().any(|m| wanted(&format!("{}/{label}/{}/{n}x{k}/m{m}", if *m == 1 { "matvec" } else { "matmul" }, cpu.isa())))) {
+                    continue;
                 }
-                group.finish();
+                let packed = if tiled { Some((PackedWeights::pack(&plain, 0).expect("pack"), PackedWeights::pack(&[w_plain], 0).expect("pack"))) } else { None };
+                let mut next = 0usize;
+                let mut cold = || {
+                    next = (next + 1) % copies.len();
+                    match &packed {
+                        Some((all, _)) => all.get(next).expect("packed copy"),
+                        None => plain[next],
+                    }
+                };
+                let w = packed.as_ref().map_or(w_plain, |(_, one)| one.get(0).expect("packed"));
+                for m in [1usize, 128].into_iter().filter(|m| only_m.is_none_or(|o| o == *m)) {
+                    let x = values(99, m * k);
+                    let mut y = vec![0f32; m * n];
+                    let name = if m == 1 { "matvec" } else { "matmul" };
+                    let mut group = c.benchmark_group(format!("{name}/{label}"));
+                    group.sample_size(10).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_secs(1));
+                    group.throughput(if m == 1 { Throughput::Bytes(bytes.len() as u64) } else { Throughput::Elements((2 * m * n * k) as u64) });
+                    for cpu in &cpus {
+                        let id = format!("{name}/{label}/{}/{n}x{k}/m{m}", cpu.isa());
+                        if !wanted(&id) {
+                            continue;
+                        }
+                        group.bench_function(BenchmarkId::new(cpu.isa().name(), format!("{n}x{k}/m{m}")), |b| {
+                            if m == 1 {
+                                b.iter(|| cpu.matmul(&cold(), black_box(&x), m, &mut y, &mut scratch).expect("matmul"))
+                            } else {
+                                b.iter(|| cpu.matmul(&w, black_box(&x), m, &mut y, &mut scratch).expect("matmul"))
+                            }
+                        });
+                        if m == 1 {
+                            let (bandwidth, ratio, seconds) = against_bandwidth(&pool, &probe_buf, threads, bytes.len(), || {
+                                cpu.matmul(&cold(), &x, m, &mut y, &mut scratch).expect("matmul")
+                            });
+                            decode.push(Measured { id, bandwidth, ratio, work: bytes.len() as f64, seconds });
+                        } else {
+                            let seconds = median_time(5, || cpu.matmul(&w, &x, m, &mut y, &mut scratch).expect("matmul"));
+                            prefill.push(Measured { id, bandwidth: 0.0, ratio: 0.0, work: (2 * m * n * k) as f64, seconds });
+                        }
+                    }
+                    group.finish();
+                }
             }
         }
     }
