@@ -185,11 +185,21 @@ impl TaskOut<'_> {
     }
 
     /// Writes `vals` to `y[row][col0 .. col0 + vals.len()]`, which must lie in this task's columns.
+    #[inline(always)]
     pub fn write(&self, row: usize, col0: usize, vals: &[f32]) {
         assert!(row < self.m && col0 >= self.cols.start && col0 + vals.len() <= self.cols.end);
+        let dst = self.y.as_ptr().wrapping_add(row * self.n + col0);
         // The asserted range lies inside row `row` of `y` (m × n, cols.end ≤ n, checked in
-        // `Output::task`), which the `Output` borrows mutably for its whole lifetime.
+        // `Output::task`), which the `Output` borrows mutably for its whole lifetime. A whole
+        // vector's worth (16 or 8) is copied with a constant length, which compiles to vector
+        // moves instead of a `memmove` call (measured: 4% of prefill in `memmove`).
         // SAFETY: in bounds (above); no other live `TaskOut` writes these columns (`Output::task`).
-        unsafe { self.y.add(row * self.n + col0).as_ptr().copy_from_nonoverlapping(vals.as_ptr(), vals.len()) }
+        unsafe {
+            match vals.len() {
+                16 => dst.copy_from_nonoverlapping(vals.as_ptr(), 16),
+                8 => dst.copy_from_nonoverlapping(vals.as_ptr(), 8),
+                len => dst.copy_from_nonoverlapping(vals.as_ptr(), len),
+            }
+        }
     }
 }
