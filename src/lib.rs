@@ -9,6 +9,8 @@
 //!   with reference quantizers bit-exact with ggml (tested against the `gguf` Python package).
 //! - **Ops** ([`matmul`]): a public function validates shapes once and returns [`Result`];
 //!   then it calls the backend table. Each op has a `reference` module: the scalar f64 spec.
+//! - **Tiled weights** ([`PackedWeights`], [`matmul::tiled`]): Q8_0/Q4_0/Q4_1 repacked once into
+//!   16-row tiles that one kernel streams at every `m`; `model::Llama::load` uses them.
 //! - **CPU backend** ([`backend::cpu`]): instruction-set levels ([`Isa`]: scalar, portable,
 //!   AVX2, AVX-512, AVX-512 VNNI) are detected once at run time — no `-C target-cpu` needed.
 //!   Kernel bodies are written once over a small SIMD vocabulary and instantiated per level

@@ -19,7 +19,7 @@
 //! high ones (ggml's nibble order, unchanged); for Q8_0 they are stored `q ^ 0x80 = q + 128`, the
 //! unsigned form `vpdpbusd` wants (the kernel removes the offset exactly in integers). Rows past
 //! `n` in the last tile are zeros (scale 0). The bytes are the file's, rearranged: packing then
-//! [`unpack`]ing gives the file back, bit for bit (tested).
+//! unpacking (`Weights::gguf_bytes`) gives the file back, bit for bit (tested).
 
 use super::Weights;
 use crate::error::shape_err;
