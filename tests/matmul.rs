@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{check_matmul, check_matmul_on, cpus, values};
+use common::{bits, check_matmul, check_matmul_on, cpus, many_equals_separate, values};
 use proptest::prelude::*;
 use sparq::{matmul::PANEL_MIN_M, quant, Cpu, DType, Isa, Scratch, Weights};
 
@@ -107,18 +107,7 @@ proptest! {
             .map(|(i, &(dtype, n))| (dtype, n, quant::quantize(dtype, &values(30 + i as u64, n * k, 1.0)).unwrap()))
             .collect();
         let ws: Vec<Weights> = data.iter().map(|(dtype, n, b)| Weights::new(*dtype, *n, k, b).unwrap()).collect();
-        let w_refs: Vec<&Weights> = ws.iter().collect();
-        for cpu in cpus() {
-            let mut fused: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; m * w.n()]).collect();
-            let mut outs: Vec<&mut [f32]> = fused.iter_mut().map(|v| v.as_mut_slice()).collect();
-            cpu.matmul_many(&w_refs, &x, m, &mut outs, &mut Scratch::default()).unwrap();
-            for (w, got) in ws.iter().zip(&fused) {
-                let mut alone = vec![f32::NAN; m * w.n()];
-                cpu.matmul(w, &x, m, &mut alone, &mut Scratch::default()).unwrap();
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                prop_assert_eq!(bits(got), bits(&alone), "{} {}x{} m={} on {} ({} threads)", w.dtype(), w.n(), k, m, cpu.isa(), cpu.threads());
-            }
-        }
+        many_equals_separate(&ws, &x, m).map_err(TestCaseError::fail)?;
     }
 
     /// The fused SwiGLU pass equals the two products followed by `ops::swiglu`, bit for bit.
@@ -135,7 +124,7 @@ proptest! {
             cpu.matmul(&gate, &x, m, &mut yg, &mut Scratch::default()).unwrap();
             cpu.matmul(&up, &x, m, &mut yu, &mut Scratch::default()).unwrap();
             sparq::ops::swiglu(&mut yg, &yu).unwrap();
-            prop_assert_eq!(fused.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), yg.iter().map(|f| f.to_bits()).collect::<Vec<_>>());
+            prop_assert_eq!(bits(&fused), bits(&yg));
         }
     }
 }

@@ -4,17 +4,13 @@
 
 mod common;
 
-use common::{compare, cpus, values};
+use common::{bits, compare, cpus, many_equals_separate, values};
 use proptest::prelude::*;
 use sparq::matmul::reference::matmul_q8_f64;
 use sparq::matmul::tiled::TILE;
 use sparq::{matmul::PANEL_MIN_M, quant, DType, Error, PackedWeights, Scratch, Weights};
 
 const TILED: [DType; 3] = [DType::Q8_0, DType::Q4_0, DType::Q4_1];
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|f| f.to_bits()).collect()
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
@@ -58,17 +54,7 @@ proptest! {
         let plain: Vec<Weights> = parts.iter().zip(&data).map(|(&(dtype, n, _), b)| Weights::new(dtype, n, k, b).unwrap()).collect();
         let packed = PackedWeights::pack(&plain, 1).unwrap();
         let ws: Vec<Weights> = parts.iter().enumerate().map(|(i, &(_, _, tile))| if tile { packed.get(i).unwrap() } else { plain[i] }).collect();
-        let w_refs: Vec<&Weights> = ws.iter().collect();
-        for cpu in cpus() {
-            let mut fused: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; m * w.n()]).collect();
-            let mut outs: Vec<&mut [f32]> = fused.iter_mut().map(|v| v.as_mut_slice()).collect();
-            cpu.matmul_many(&w_refs, &x, m, &mut outs, &mut Scratch::default()).unwrap();
-            for (w, got) in ws.iter().zip(&fused) {
-                let mut alone = vec![f32::NAN; m * w.n()];
-                cpu.matmul(w, &x, m, &mut alone, &mut Scratch::default()).unwrap();
-                prop_assert_eq!(bits(got), bits(&alone), "{} tiled={} {}x{} m={} on {}", w.dtype(), w.is_tiled(), w.n(), k, m, cpu.isa());
-            }
-        }
+        many_equals_separate(&ws, &x, m).map_err(TestCaseError::fail)?;
     }
 }
 

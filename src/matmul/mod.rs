@@ -247,10 +247,14 @@ impl Cpu {
             return;
         }
         let kernels = self.kernels;
-        let path = |w: &Weights| match () {
-            _ if w.tiled => Path::Tiles,
-            _ if m >= PANEL_MIN_M => Path::Panels,
-            _ => Path::Rows,
+        let path = |w: &Weights| {
+            if w.tiled {
+                Path::Tiles
+            } else if m >= PANEL_MIN_M {
+                Path::Panels
+            } else {
+                Path::Rows
+            }
         };
         let quantized = ws.iter().any(|w| w.dtype.is_block_quantized());
         let by_block = ws.iter().any(|w| w.dtype.is_block_quantized() && path(w) == Path::Panels);

@@ -59,3 +59,28 @@ pub fn compare(cpu: &Cpu, w: &Weights, x: &[f32], m: usize, reference: &RefOutpu
     }
     Ok(())
 }
+
+/// `f32` values as their bit patterns, for bit-identity assertions.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
+/// Checks on every CPU of [`cpus`] that one `matmul_many` pass over `ws` equals separate
+/// `matmul`s bit for bit; the error names the first matrix and CPU that differ.
+pub fn many_equals_separate(ws: &[Weights], x: &[f32], m: usize) -> Result<(), String> {
+    let w_refs: Vec<&Weights> = ws.iter().collect();
+    for cpu in cpus() {
+        let mut fused: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; m * w.n()]).collect();
+        let mut outs: Vec<&mut [f32]> = fused.iter_mut().map(|v| v.as_mut_slice()).collect();
+        cpu.matmul_many(&w_refs, x, m, &mut outs, &mut Scratch::default()).map_err(|e| e.to_string())?;
+        for (w, got) in ws.iter().zip(&fused) {
+            let mut alone = vec![f32::NAN; m * w.n()];
+            cpu.matmul(w, x, m, &mut alone, &mut Scratch::default()).map_err(|e| e.to_string())?;
+            if bits(got) != bits(&alone) {
+                let (d, t, n, k) = (w.dtype(), w.is_tiled(), w.n(), w.k());
+                return Err(format!("{d} (tiled: {t}) {n}x{k} m={m} on {} ({} threads): fused differs", cpu.isa(), cpu.threads()));
+            }
+        }
+    }
+    Ok(())
+}
