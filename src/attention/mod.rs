@@ -13,7 +13,7 @@
 
 pub mod reference;
 
-use crate::backend::cpu::kernels::attend::{AttnRows, KvSpan};
+use crate::backend::cpu::kernels::attend::{chunk_blocks, AttnRows, KvSpan};
 use crate::backend::cpu::kernels::grow;
 use crate::error::shape_err;
 use crate::kv_cache::{KvCache, SeqId, SeqView};
@@ -80,6 +80,7 @@ struct TaskBuf {
     out_row: Vec<usize>,
     /// (rows, head_dim)
     q: Vec<f32>,
+    qt: Vec<f32>,
     lo: Vec<usize>,
     hi: Vec<usize>,
     m: Vec<f32>,
@@ -227,7 +228,7 @@ impl Cpu {
             let v = &views[task.seq];
             let bs = v.layer.block_size;
             let rows = task.lo.len();
-            let TaskBuf { q, lo, hi, m, l, acc, s, .. } = task;
+            let TaskBuf { q, qt, lo, hi, m, l, acc, s, .. } = task;
             let (m, l) = (grow(m, rows), grow(l, rows));
             m.fill(f32::NEG_INFINITY);
             l.fill(0.0);
@@ -241,9 +242,10 @@ impl Cpu {
                 len: v.len,
                 softcap: p.softcap,
             };
-            let mut rows = AttnRows { q, lo, hi, m, l, acc, s: grow(s, rows * bs) };
+            let qt = grow(qt, rows * hd);
+            let mut rows = AttnRows { q, qt, lo, hi, m, l, acc, s: grow(s, rows * chunk_blocks(bs) * bs) };
             // The spans and rows are consistent: blocks exist in the layer's pool, q/acc are
-            // rows·head_dim, s is rows·block_size, every position read is below the length.
+            // rows·head_dim, s is rows·chunk tokens, every position read is below the length.
             // SAFETY: the table came from `Kernels::for_isa` (a supported level); shapes above.
             unsafe { attend(&span, &mut rows) };
         };

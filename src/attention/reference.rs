@@ -70,7 +70,8 @@ pub fn attention_f64(cache: &KvCache, layer: usize, seq: SeqId, q: &[f32], p: &A
 ///   f32 score too), the vectorized exp adds ≤ 3 ulp relative (tested per level): weights are
 ///   off by a factor `e^{±η}`, `η = 2δ + 2ε·S + 4ε`; a ratio of such sums moves the output by ≤ `(e^{2η} − 1)·max|v|`;
 /// - accumulating T weighted values and their weights, rescaled at most once per block and
-///   once per merge, adds ≤ `(T + 2·T/block_size + 8)·ε·max|v|` (each term relative ≤ ε per add).
+///   once per merge, adds ≤ `(T + 2·T/block_size + 8)·ε·max|v|` (each term relative ≤ ε per add;
+///   the kernel rescales once per chunk of whole blocks, so at most once per block).
 pub fn f32_error_bound(head_dim: usize, block_size: usize, score_mag: f64, v_max: f64, n_keys: usize) -> f64 {
     let eps = f32::EPSILON as f64;
     let delta = (head_dim as f64 + 4.0) * eps * score_mag;
