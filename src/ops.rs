@@ -1,5 +1,5 @@
 //! Small element-wise and row-wise operations of a transformer block: RMSNorm, rotary position
-//! embedding (RoPE), SwiGLU, residual add. Memory-bound and tiny next to the matrix products at
+//! embedding (RoPE), residual add (SwiGLU's gating is `Cpu::swiglu`, vectorized). Memory-bound and tiny next to the matrix products at
 //! these sizes, so they are plain loops the compiler vectorises; each has its f64 reference in
 //! the tests.
 
@@ -20,22 +20,6 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `gate[i] = silu(gate[i]) · up[i]` (SwiGLU), in place.
-pub fn swiglu(gate: &mut [f32], up: &[f32]) -> Result<()> {
-    if gate.len() != up.len() {
-        return shape_err("swiglu", format!("gate ({}) and up ({}) differ", gate.len(), up.len()));
-    }
-    silu_mul(gate, up);
-    Ok(())
-}
-
-/// SwiGLU's body on equal-length slices (also the epilogue of `Cpu::matmul_swiglu`).
-pub(crate) fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
 }
 
 /// `x += y`.

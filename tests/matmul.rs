@@ -110,7 +110,26 @@ proptest! {
         many_equals_separate(&ws, &x, m).map_err(TestCaseError::fail)?;
     }
 
-    /// The fused SwiGLU pass equals the two products followed by `ops::swiglu`, bit for bit.
+    /// `Cpu::swiglu` against f64 on every level, lengths with tails, gates up to ±120 (past
+    /// `exp`'s clamps at −87 and 88). Bound: 6 ulp relative (exp's 3, then add, multiply,
+    /// divide; stated on `Cpu::swiglu`) plus 1e-30 absolute, for gates so negative that the
+    /// exact value underflows while the clamped `e^88` leaves `|g·u| / 1.65e38`.
+    #[test]
+    fn swiglu_matches_f64(len in 0usize..=70, scale in prop::sample::select(vec![1.0f32, 8.0, 120.0]), seed in 0u64..1000) {
+        let (g, u) = (values(seed, len, scale), values(seed ^ 0x5111, len, 2.0));
+        for cpu in cpus() {
+            let mut y = g.clone();
+            cpu.swiglu(&mut y, &u).unwrap();
+            for i in 0..len {
+                let (g, u) = (g[i] as f64, u[i] as f64);
+                let want = g * u / (1.0 + (-g).exp());
+                let bound = 6.0 * f32::EPSILON as f64 * want.abs() + 1e-30;
+                prop_assert!((y[i] as f64 - want).abs() <= bound, "{} len {len}: silu({g})·{u} = {} vs {want}", cpu.isa(), y[i]);
+            }
+        }
+    }
+
+    /// The fused SwiGLU pass equals the two products followed by `Cpu::swiglu`, bit for bit.
     #[test]
     fn matmul_swiglu_equals_products_then_swiglu(dtype in prop::sample::select(DType::WEIGHTS.to_vec()), n in 1usize..=70, blocks in 1usize..=6, m in 1usize..=17) {
         let k = 32 * blocks;
@@ -123,7 +142,7 @@ proptest! {
             let (mut yg, mut yu) = (vec![0f32; m * n], vec![0f32; m * n]);
             cpu.matmul(&gate, &x, m, &mut yg, &mut Scratch::default()).unwrap();
             cpu.matmul(&up, &x, m, &mut yu, &mut Scratch::default()).unwrap();
-            sparq::ops::swiglu(&mut yg, &yu).unwrap();
+            cpu.swiglu(&mut yg, &yu).unwrap();
             prop_assert_eq!(bits(&fused), bits(&yg));
         }
     }

@@ -239,6 +239,18 @@ impl Cpu {
         Ok(())
     }
 
+    /// `gate[i] = silu(gate[i]) · up[i]` (SwiGLU's gating), in place, vectorized on this
+    /// `Cpu`'s level: [`Cpu::matmul_swiglu`] equals its two products followed by this, bit for
+    /// bit. Relative error ≤ 6 ulp against exact arithmetic (a vectorized `exp`, within 3).
+    pub fn swiglu(&self, gate: &mut [f32], up: &[f32]) -> Result<()> {
+        if gate.len() != up.len() {
+            return shape_err("swiglu", format!("gate ({}) and up ({}) differ", gate.len(), up.len()));
+        }
+        // SAFETY: the table came from `Kernels::for_isa` (a supported level); equal lengths.
+        unsafe { (self.kernels.silu_mul)(gate, up) };
+        Ok(())
+    }
+
     /// The products of validated inputs. With `swiglu`, `ws` is `[gate, up]`: each task computes
     /// the same columns of both, then gates its columns of `ys[0]` by `ys[1]`.
     fn product(&self, ws: &[&Weights], x: &[f32], m: usize, ys: &mut [&mut [f32]], scratch: &mut Scratch, swiglu: bool) {
@@ -326,7 +338,8 @@ impl Cpu {
                     // SAFETY: as above (these columns are this task's alone).
                     let (mut gate, up) = unsafe { (gate.task(cols.clone()), up.task(cols.clone())) };
                     for r in 0..m {
-                        crate::ops::silu_mul(gate.row_mut(r), up.row(r));
+                        // SAFETY: the table came from `Kernels::for_isa` (a supported level).
+                        unsafe { (kernels.silu_mul)(gate.row_mut(r), up.row(r)) };
                     }
                 }
             }

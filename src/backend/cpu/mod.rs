@@ -138,6 +138,9 @@ pub(crate) type TilesFn = unsafe fn(TiledRows, Acts, &TaskOut);
 /// Folds a run of KV blocks into a task's attention rows.
 pub(crate) type AttendFn = unsafe fn(&KvSpan, &mut AttnRows);
 
+/// `gate = silu(gate) · up` on equal-length slices (SwiGLU).
+pub(crate) type SiluMulFn = unsafe fn(&mut [f32], &[f32]);
+
 /// One level's kernels. Function pointers are `unsafe` because they are `#[target_feature]`
 /// code; a `Kernels` is only handed out by [`Kernels::for_isa`] for a supported level, which
 /// is what makes calling them sound.
@@ -154,6 +157,7 @@ pub(crate) struct Kernels {
     pub tiles: [Option<TilesFn>; DType::ALL.len()],
     /// By [`crate::kv_cache::KvDtype::index`].
     pub attend: [AttendFn; 3],
+    pub silu_mul: SiluMulFn,
 }
 
 impl Kernels {
@@ -185,7 +189,7 @@ macro_rules! isa_entry_points {
     ($module:ident, $isa:expr, $lanes:expr, $mr:literal, $token:expr, $($attr:meta),*) => {
         mod $module {
             use super::kernels::formats::{Bf16, F16, F32, Q4_0, Q4_1, Q8_0};
-            use super::kernels::{attend, float_panel, float_rows, quant_panel, quant_rows, quant_tiles, quantize};
+            use super::kernels::{attend, float_panel, float_rows, math, quant_panel, quant_rows, quant_tiles, quantize};
             use super::*;
 
             $(#[$attr])*
@@ -264,6 +268,10 @@ macro_rules! isa_entry_points {
             unsafe fn attend_i8(kv: &KvSpan, rows: &mut AttnRows) {
                 attend::attend::<_, attend::I8>($token, kv, rows)
             }
+            $(#[$attr])*
+            unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+                math::silu_mul($token, gate, up)
+            }
 
             /// Indexed like `DType::ALL`: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q8_1.
             pub(super) static TABLE: Kernels = Kernels {
@@ -274,6 +282,7 @@ macro_rules! isa_entry_points {
                 panels: [Some(panels_f32), Some(panels_f16), Some(panels_bf16), Some(panels_q8_0), Some(panels_q4_0), Some(panels_q4_1), None],
                 tiles: [None, None, None, Some(tiles_q8_0), Some(tiles_q4_0), Some(tiles_q4_1), None],
                 attend: [attend_f32, attend_f16, attend_i8],
+                silu_mul,
             };
         }
     };

@@ -15,6 +15,7 @@
 //! sequence's end, are never loaded into arithmetic, so stale or NaN slots cannot leak.
 
 use super::formats::{FloatFormat, F16, F32};
+use super::math::exp;
 use crate::backend::cpu::simd::Simd;
 use crate::kv_cache::storage::LayerView;
 
@@ -100,29 +101,6 @@ pub(crate) struct AttnRows<'a> {
     pub acc: &'a mut [f32],
     /// (rows, chunk_blocks(block_size) · block_size) one chunk's scores, then probabilities
     pub s: &'a mut [f32],
-}
-
-/// Largest argument [`exp`] takes below: `e^-87 ≈ 1.6e-38` is still a normal f32.
-const EXP_MIN: f32 = -87.0;
-
-/// `e^x` for `x ≤ 0` (softmax arguments), as `2ⁿ · p(r)` with `x = n·ln2 + r`, `|r| ≤ ln2/2`
-/// and `p` the degree-6 Taylor polynomial (truncation `< r⁷/5040 < 2⁻²⁴`): within 3 ulp of
-/// `e^x` on `[-87, 0]` (tested against f64). Arguments below −87 give `e^-87`; callers zero
-/// masked lanes themselves.
-#[inline(always)]
-pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = s.max(x, s.splat(EXP_MIN));
-    let n = s.round_to_i32(s.mul(x, s.splat(std::f32::consts::LOG2_E)));
-    let nf = s.to_f32(n);
-    let r = s.mul_add(nf, s.splat(-LN2_HI), x);
-    let r = s.mul_add(nf, s.splat(-LN2_LO), r);
-    let mut p = s.splat(1.0 / 720.0);
-    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = s.mul_add(p, r, s.splat(c));
-    }
-    s.mul(p, s.bits_to_f32(s.ishl(s.iadd(n, s.isplat(127)), 23)))
 }
 
 /// Keys whose scores are computed before one online-softmax update (whole blocks): each row's

@@ -7,6 +7,7 @@ pub(crate) mod attend;
 pub(crate) mod float_panel;
 pub(crate) mod float_rows;
 pub(crate) mod formats;
+pub(crate) mod math;
 pub(crate) mod quant_panel;
 pub(crate) mod quant_rows;
 pub(crate) mod quant_tiles;

@@ -50,8 +50,11 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
     fn mul(self, a: Self::F, b: Self::F) -> Self::F;
     fn add(self, a: Self::F, b: Self::F) -> Self::F;
+    /// `a / b`, correctly rounded.
+    fn div(self, a: Self::F, b: Self::F) -> Self::F;
     fn abs(self, a: Self::F) -> Self::F;
     fn max(self, a: Self::F, b: Self::F) -> Self::F;
+    fn min(self, a: Self::F, b: Self::F) -> Self::F;
     fn sum(self, v: Self::F) -> f32;
     fn reduce_max(self, v: Self::F) -> f32;
 

@@ -68,12 +68,20 @@ impl Simd for Portable {
         a + b
     }
     #[inline(always)]
+    fn div(self, a: f32x8, b: f32x8) -> f32x8 {
+        a / b
+    }
+    #[inline(always)]
     fn abs(self, a: f32x8) -> f32x8 {
         a.abs()
     }
     #[inline(always)]
     fn max(self, a: f32x8, b: f32x8) -> f32x8 {
         a.max(b)
+    }
+    #[inline(always)]
+    fn min(self, a: f32x8, b: f32x8) -> f32x8 {
+        a.min(b)
     }
     #[inline(always)]
     fn sum(self, v: f32x8) -> f32 {

@@ -75,12 +75,20 @@ impl Simd for Scalar {
         std::array::from_fn(|i| a[i] + b[i])
     }
     #[inline(always)]
+    fn div(self, a: F8, b: F8) -> F8 {
+        std::array::from_fn(|i| a[i] / b[i])
+    }
+    #[inline(always)]
     fn abs(self, a: F8) -> F8 {
         a.map(f32::abs)
     }
     #[inline(always)]
     fn max(self, a: F8, b: F8) -> F8 {
         std::array::from_fn(|i| a[i].max(b[i]))
+    }
+    #[inline(always)]
+    fn min(self, a: F8, b: F8) -> F8 {
+        std::array::from_fn(|i| a[i].min(b[i]))
     }
     #[inline(always)]
     fn sum(self, v: F8) -> f32 {

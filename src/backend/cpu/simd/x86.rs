@@ -192,6 +192,11 @@ impl Simd for Avx2 {
         unsafe { _mm256_add_ps(a, b) }
     }
     #[inline(always)]
+    fn div(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_div_ps(a, b) }
+    }
+    #[inline(always)]
     fn abs(self, a: __m256) -> __m256 {
         // SAFETY: token ⇒ AVX2.
         unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
@@ -200,6 +205,11 @@ impl Simd for Avx2 {
     fn max(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: token ⇒ AVX2.
         unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn min(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_min_ps(a, b) }
     }
     #[inline(always)]
     fn sum(self, v: __m256) -> f32 {
@@ -464,6 +474,11 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
         unsafe { _mm512_add_ps(a, b) }
     }
     #[inline(always)]
+    fn div(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_div_ps(a, b) }
+    }
+    #[inline(always)]
     fn abs(self, a: __m512) -> __m512 {
         // SAFETY: token ⇒ AVX-512F.
         unsafe { _mm512_abs_ps(a) }
@@ -472,6 +487,11 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
     fn max(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: token ⇒ AVX-512F.
         unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn min(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: token ⇒ AVX-512F.
+        unsafe { _mm512_min_ps(a, b) }
     }
     #[inline(always)]
     fn sum(self, v: __m512) -> f32 {
