@@ -275,6 +275,13 @@ fn merge(tasks: &[TaskBuf], hd: usize, out_rows: usize, out: &mut [f32], m: &mut
             if tm == f32::NEG_INFINITY {
                 continue;
             }
+            if m[o] == f32::NEG_INFINITY {
+                // The row's first part (in prefill, its only one): the general update below with
+                // its weights 0 and 1, without two `exp` calls per row.
+                (m[o], l[o]) = (tm, task.l[r]);
+                acc[o * hd..(o + 1) * hd].copy_from_slice(&task.acc[r * hd..(r + 1) * hd]);
+                continue;
+            }
             let new_m = m[o].max(tm);
             let (a_old, a_new) = ((m[o] - new_m).exp(), (tm - new_m).exp());
             l[o] = l[o] * a_old + task.l[r] * a_new;
