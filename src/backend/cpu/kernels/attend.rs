@@ -345,11 +345,8 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
             }
             if !whole {
                 // Slots outside the row's range may hold anything (even NaN): never use them.
-                for (t, x) in sr.iter_mut().enumerate() {
-                    if !visible.contains(&t) {
-                        *x = f32::NEG_INFINITY;
-                    }
-                }
+                sr[..visible.start].fill(f32::NEG_INFINITY);
+                sr[visible.end..].fill(f32::NEG_INFINITY);
             }
             let mut vmax = s.splat(f32::NEG_INFINITY);
             for tc in (0..ct).step_by(S::LANES) {
@@ -369,16 +366,16 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
                 s.store(p, &mut sr[tc..]);
                 sum = s.add(p, sum);
             }
-            let mut sum = s.sum(sum);
             if !whole {
-                for (t, x) in sr.iter_mut().enumerate() {
-                    if !visible.contains(&t) {
-                        sum -= *x;
-                        *x = 0.0;
-                    }
+                // Masked slots came out as e^-87, not 0: zero them and sum again.
+                sr[..visible.start].fill(0.0);
+                sr[visible.end..].fill(0.0);
+                sum = s.zero();
+                for tc in (0..ct).step_by(S::LANES) {
+                    sum = s.add(s.load(&sr[tc..]), sum);
                 }
             }
-            rows.l[r] += sum;
+            rows.l[r] += s.sum(sum);
         }
 
         for (b, &block) in chunk.iter().enumerate() {
