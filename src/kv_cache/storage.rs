@@ -220,12 +220,13 @@ fn store(dtype: KvDtype, x: &[f32], data: &mut [u8], scales: &mut [f32], si: usi
             }
         }
         KvDtype::F16 => {
-            let mut half = [f16::ZERO; 64];
-            for (c, chunk) in x.chunks(half.len()).enumerate() {
+            const CHUNK: usize = 64;
+            let mut half = [f16::ZERO; CHUNK];
+            for (c, chunk) in x.chunks(CHUNK).enumerate() {
                 let half = &mut half[..chunk.len()];
                 half.convert_from_f32_slice(chunk);
                 for (i, h) in half.iter().enumerate() {
-                    data[at(c * 64 + i) * 2..][..2].copy_from_slice(&h.to_le_bytes());
+                    data[at(c * CHUNK + i) * 2..][..2].copy_from_slice(&h.to_le_bytes());
                 }
             }
         }

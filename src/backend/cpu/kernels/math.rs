@@ -43,6 +43,7 @@ pub(crate) fn silu_mul<S: Simd>(s: S, gate: &mut [f32], up: &[f32]) {
     }
     let tail = gate.len() - full;
     if tail > 0 {
+        // One vector's worth (LANES ≤ 16 on every level), zero-padded: silu(0) · 0 = 0.
         let (mut g, mut u) = ([0f32; 16], [0f32; 16]);
         g[..tail].copy_from_slice(&gate[full..]);
         u[..tail].copy_from_slice(&up[full..]);
