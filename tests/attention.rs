@@ -6,7 +6,7 @@ mod common;
 
 use common::{cpus, values};
 use proptest::prelude::*;
-use sparq::attention::reference::{attention_f64, f32_error_bound, int8_error_bound};
+use sparq::attention::reference::{attention_f64, f32_error_bound, int8_error_bound, int8_kernel_error_bound, RefAttention};
 use sparq::{AttnParams, AttnScratch, KvCache, KvCacheConfig, KvDtype, SeqId};
 
 #[derive(Debug, Clone)]
@@ -122,21 +122,33 @@ fn check(case: &Case, dtype: KvDtype) -> Result<(), TestCaseError> {
         let ctx = format!("{} {} threads {dtype} {case:?}", cpu.isa(), cpu.threads());
         let mut out = vec![f32::NAN; q.len()];
         cpu.attention_prefill(&cache, layer, seqs[0], &q, &mut out, &p, &mut scratch).unwrap();
-        compare(&out, &reference, &p, case.block_size, &format!("prefill {ctx}"))?;
+        compare(&out, &reference, &q, &p, case.block_size, dtype, &format!("prefill {ctx}"))?;
 
         let mut out = vec![f32::NAN; q_dec.len()];
         cpu.attention_decode(&cache, layer, &seqs, &q_dec, &mut out, &p, &mut scratch).unwrap();
         for (b, r) in refs_dec.iter().enumerate() {
-            compare(&out[b * width..(b + 1) * width], r, &p, case.block_size, &format!("decode seq {b} {ctx}"))?;
+            let q = &q_dec[b * width..(b + 1) * width];
+            compare(&out[b * width..(b + 1) * width], r, q, &p, case.block_size, dtype, &format!("decode seq {b} {ctx}"))?;
         }
     }
     Ok(())
 }
 
-fn compare(out: &[f32], r: &sparq::attention::reference::RefAttention, p: &AttnParams, bs: usize, ctx: &str) -> Result<(), TestCaseError> {
+/// The largest `|q| · scale` of each row of `q`.
+fn q_absmax(q: &[f32], p: &AttnParams) -> Vec<f64> {
+    q.chunks_exact(p.head_dim).map(|r| r.iter().fold(0f64, |a, x| a.max(x.abs() as f64)) * p.scale as f64).collect()
+}
+
+/// `out` against the reference with the bound of the kernel that reads `dtype`.
+fn compare(out: &[f32], r: &RefAttention, q: &[f32], p: &AttnParams, bs: usize, dtype: KvDtype, ctx: &str) -> Result<(), TestCaseError> {
+    let q_max = q_absmax(q, p);
     for (i, (&y, &x)) in out.iter().zip(&r.out).enumerate() {
         let row = i / p.head_dim;
-        let bound = f32_error_bound(p.head_dim, bs, r.score_mag[row], r.v_max[row], r.n_keys[row]) + 1e-30;
+        let (hd, n) = (p.head_dim, r.n_keys[row]);
+        let bound = match dtype {
+            KvDtype::I8 => int8_kernel_error_bound(hd, bs, r.score_mag[row], q_max[row], r.k_max[row], r.v_max[row], n),
+            _ => f32_error_bound(hd, bs, r.score_mag[row], r.v_max[row], n),
+        } + 1e-30;
         let err = (y as f64 - x).abs();
         prop_assert!(err <= bound, "{ctx}: out[{i}] = {y} vs {x}: err {err:.3e} > bound {bound:.3e}");
     }
@@ -176,11 +188,12 @@ proptest! {
         let absmax = |kv: usize| (0..len).flat_map(|pos| { let r = c32.read(s32[0], 1, pos).unwrap(); if kv == 0 { r.0 } else { r.1 } })
             .fold(0f64, |a, x| a.max(x.abs() as f64));
         let (kmax, vmax) = (absmax(0), absmax(1));
+        let q_max = q_absmax(&q, &p);
         for (i, (&y, &x)) in out.iter().zip(&exact.out).enumerate() {
             let row = i / p.head_dim;
             let q_abs: f64 = q[row * p.head_dim..(row + 1) * p.head_dim].iter().map(|v| v.abs() as f64).sum();
             let bound = int8_error_bound(p.scale, q_abs, kmax, vmax)
-                + f32_error_bound(p.head_dim, case.block_size, exact.score_mag[row] * 1.01, vmax, exact.n_keys[row]);
+                + int8_kernel_error_bound(p.head_dim, case.block_size, exact.score_mag[row] * 1.01, q_max[row], kmax, vmax, exact.n_keys[row]);
             let err = (y as f64 - x).abs();
             prop_assert!(err <= bound, "int8 vs f32 out[{i}] = {y} vs {x}: err {err:.3e} > bound {bound:.3e}");
         }

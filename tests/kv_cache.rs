@@ -156,6 +156,8 @@ fn refusals_are_errors() {
     let cfg = KvCacheConfig { n_layers: 1, n_kv_heads: 1, head_dim: 4, block_size: 16, n_blocks: 2, max_seq_len: 40, dtype: KvDtype::F32 };
     assert!(KvCache::new(KvCacheConfig { block_size: 8, ..cfg }).is_err());
     assert!(KvCache::new(KvCacheConfig { head_dim: 0, ..cfg }).is_err());
+    assert!(KvCache::new(KvCacheConfig { head_dim: 513, dtype: KvDtype::I8, ..cfg }).is_err());
+    assert!(KvCache::new(KvCacheConfig { head_dim: 512, dtype: KvDtype::I8, ..cfg }).is_ok());
     assert!(KvCache::new(KvCacheConfig { n_blocks: usize::MAX / 4, ..cfg }).is_err());
     let mut c = KvCache::new_poisoned(cfg).unwrap();
     let s = c.new_sequence();

@@ -13,7 +13,7 @@
 
 pub mod reference;
 
-use crate::backend::cpu::kernels::attend::{chunk_blocks, AttnRows, KvSpan};
+use crate::backend::cpu::kernels::attend::{chunk_blocks, query_scratch, AttnRows, KvSpan};
 use crate::backend::cpu::kernels::grow;
 use crate::error::shape_err;
 use crate::kv_cache::{KvCache, SeqId, SeqView};
@@ -242,7 +242,7 @@ impl Cpu {
                 len: v.len,
                 softcap: p.softcap,
             };
-            let qt = grow(qt, rows * hd);
+            let qt = grow(qt, rows * query_scratch(hd));
             let mut rows = AttnRows { q, qt, lo, hi, m, l, acc, s: grow(s, rows * chunk_blocks(bs) * bs) };
             // The spans and rows are consistent: blocks exist in the layer's pool, q/acc are
             // rows·head_dim, s is rows·chunk tokens, every position read is below the length.

@@ -14,6 +14,8 @@ pub struct RefAttention {
     pub score_mag: Vec<f64>,
     /// (n_q · n_heads) largest `|v|` element over the keys each row sees
     pub v_max: Vec<f64>,
+    /// (n_q · n_heads) largest `|k|` element over the keys each row sees
+    pub k_max: Vec<f64>,
     /// (n_q · n_heads) keys each row sees
     pub n_keys: Vec<usize>,
 }
@@ -26,7 +28,13 @@ pub fn attention_f64(cache: &KvCache, layer: usize, seq: SeqId, q: &[f32], p: &A
     let len = cache.len(seq)?;
     let kv = (0..len).map(|pos| cache.read(seq, layer, pos)).collect::<Result<Vec<_>>>()?;
     let rows = n_q * p.n_heads;
-    let mut r = RefAttention { out: vec![0.0; rows * hd], score_mag: vec![0.0; rows], v_max: vec![0.0; rows], n_keys: vec![0; rows] };
+    let mut r = RefAttention {
+        out: vec![0.0; rows * hd],
+        score_mag: vec![0.0; rows],
+        v_max: vec![0.0; rows],
+        k_max: vec![0.0; rows],
+        n_keys: vec![0; rows],
+    };
     for t in 0..n_q {
         let pos = len - n_q + t;
         let (lo, hi) = key_range(pos, p.window);
@@ -44,6 +52,7 @@ pub fn attention_f64(cache: &KvCache, layer: usize, seq: SeqId, q: &[f32], p: &A
                     Some(c) => c as f64 * (s / c as f64).tanh(),
                     None => s,
                 };
+                r.k_max[row] = k.iter().fold(r.k_max[row], |a, x| a.max(x.abs()));
                 scores.push((s, v));
                 r.score_mag[row] = r.score_mag[row].max(mag);
             }
@@ -73,11 +82,48 @@ pub fn attention_f64(cache: &KvCache, layer: usize, seq: SeqId, q: &[f32], p: &A
 ///   once per merge, adds ≤ `(T + 2·T/block_size + 8)·ε·max|v|` (each term relative ≤ ε per add;
 ///   the kernel rescales once per chunk of whole blocks, so at most once per block).
 pub fn f32_error_bound(head_dim: usize, block_size: usize, score_mag: f64, v_max: f64, n_keys: usize) -> f64 {
+    bound(head_dim, block_size, score_mag, 0.0, v_max, n_keys)
+}
+
+/// [`f32_error_bound`] with `score_err` more error in each score.
+fn bound(head_dim: usize, block_size: usize, score_mag: f64, score_err: f64, v_max: f64, n_keys: usize) -> f64 {
     let eps = f32::EPSILON as f64;
-    let delta = (head_dim as f64 + 4.0) * eps * score_mag;
+    let delta = (head_dim as f64 + 4.0) * eps * score_mag + (1.0 + 2.0 * eps) * score_err;
     let eta = 2.0 * delta + 2.0 * eps * score_mag + 4.0 * eps;
     let t = n_keys as f64;
     v_max * ((2.0 * eta).exp() - 1.0 + (t + 2.0 * t / block_size as f64 + 8.0) * eps)
+}
+
+/// Bound on `|int8 kernel − reference|` for one output element, both reading the same int8
+/// cache: [`f32_error_bound`]'s derivation plus the kernel's two 16-bit quantizations
+/// (`backend::cpu::kernels::attend::I8`). With `L = 32767` levels:
+/// - queries: each element of a row `q · scale` is off by ≤ 0.51 · `q_absmax` / L (half a level,
+///   plus the f32 rounding of `x · L / max`, ≤ 2ε · L < 0.01 level), so each score by
+///   ≤ `δ_q` = that · `head_dim · k_max` — added to each score's error in the f32 derivation
+///   (the dot product itself is exact in i32, then 3 roundings, fewer than the f32 path's);
+/// - weights: per chunk of `CHUNK_TOKENS` keys, each weight `p · v_scale` is off by ≤ 0.51
+///   level of (the chunk's largest weight) / L and multiplies an int8 value `≤ 127`, and
+///   `127 · v_scale ≤ v_max`, so a chunk's share of the numerator moves by ≤
+///   `CHUNK_TOKENS · 0.51 / L · v_max · max p` over the chunk; after the online softmax's
+///   rescaling those maxima sum to at most the denominator (each is one of its terms), so the
+///   output moves by ≤ `CHUNK_TOKENS · 0.51 / L · v_max` — 0.1% of `v_max`, a quarter of int8
+///   storage's own `v_max / 254`.
+///
+/// `q_absmax`: the row's largest `|q| · scale`; `k_max`, `v_max`: the largest stored `|k|`,
+/// `|v|` elements the row sees.
+pub fn int8_kernel_error_bound(
+    head_dim: usize,
+    block_size: usize,
+    score_mag: f64,
+    q_absmax: f64,
+    k_max: f64,
+    v_max: f64,
+    n_keys: usize,
+) -> f64 {
+    const LEVELS: f64 = 32767.0;
+    let score_err = 0.51 * q_absmax / LEVELS * head_dim as f64 * k_max;
+    let chunk = crate::backend::cpu::kernels::attend::CHUNK_TOKENS as f64;
+    bound(head_dim, block_size, score_mag, score_err, v_max, n_keys) + chunk * 0.51 / LEVELS * v_max
 }
 
 /// Extra error of an int8 cache against the same data stored in f32, per output element.

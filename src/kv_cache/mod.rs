@@ -1,10 +1,10 @@
 //! A paged key/value cache: fixed-size blocks of tokens from one pool, a block table per
 //! sequence, copy-on-write prefix sharing.
 //!
-//! Layout (per layer, separately for keys and values): the pool is `n_blocks` blocks, each
-//! `(n_kv_heads, block_size, head_dim)` elements, so one head's tokens within a block are
-//! contiguous — attention streams `block_size · head_dim` elements per head per block.
-//! Int8 storage adds one f32 scale per (block, head, token).
+//! Layout (per layer, separately for keys and values; details in `storage`): one head's
+//! `block_size` tokens of a block are contiguous, and one head's blocks adjacent, so attention
+//! streams `block_size · head_dim` elements per head per block. Int8 storage adds one f32 scale
+//! per (block, head, token).
 //!
 //! A block is shared by every layer (block `b` is the same token range in each layer's pool),
 //! and reference-counted across sequences: [`KvCache::fork`] shares all of a sequence's blocks,
@@ -21,6 +21,10 @@ pub(crate) mod storage;
 use crate::{Error, Result};
 pub use storage::KvDtype;
 use storage::Pool;
+
+/// The largest head_dim an int8 cache takes: attention sums `head_dim` products of i16
+/// queries and int8 keys exactly in i32 (`512 · 32767 · 127 < 2³¹`).
+pub const MAX_INT8_HEAD_DIM: usize = 512;
 
 /// Geometry and capacity of a cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +93,12 @@ impl KvCache {
         }
         if c.n_layers == 0 || c.n_kv_heads == 0 || c.head_dim == 0 || c.n_blocks == 0 || c.max_seq_len == 0 {
             return invalid(format!("every dimension must be positive: {config:?}"));
+        }
+        if c.dtype == KvDtype::I8 && c.head_dim > MAX_INT8_HEAD_DIM {
+            return invalid(format!(
+                "an int8 cache takes head_dim ≤ {MAX_INT8_HEAD_DIM} (attention's exact integer sums would overflow), got {}",
+                c.head_dim
+            ));
         }
         if c.n_blocks > u32::MAX as usize / 2 {
             return invalid(format!("n_blocks = {} is too many", c.n_blocks));

@@ -1,8 +1,15 @@
-//! The cache's memory: per layer, values as `(n_kv_heads, n_blocks, block_size, head_dim)`
-//! elements of the storage dtype and keys transposed within each block, `(n_kv_heads, n_blocks,
-//! head_dim, block_size)` — so attention computes a block's scores as `head_dim` vector
-//! multiply-adds over `block_size` tokens, with no horizontal sums — plus `(n_kv_heads,
-//! n_blocks, block_size)` f32 scales for int8.
+//! The cache's memory: per layer, per KV head, per block, one head's `block_size` tokens of
+//! keys and of values, heads outermost: `(n_kv_heads, n_blocks, block)` — plus
+//! `(n_kv_heads, n_blocks, block_size)` f32 scales for int8. Within a block the elements are
+//! arranged for the attention kernel's inner loops:
+//! - f32 / f16 keys transposed, `(head_dim, block_size)`, so a block's scores are `head_dim`
+//!   vector multiply-adds over `block_size` tokens with no horizontal sums; values
+//!   `(block_size, head_dim)`, so a token's weighted value is a row of multiply-adds;
+//! - int8 in interleaved pairs for 16-bit integer dot products (`pmaddwd`/`vpdpwssd`, two
+//!   products per 32-bit lane): keys `(head_dim / 2, block_size, 2)` — lane `t` holds dimensions
+//!   `2i, 2i + 1` of token `t` — and values `(block_size / 2, head_dim, 2)` — lane `d` holds
+//!   dimension `d` of tokens `2j, 2j + 1`. An odd `head_dim` is padded with a zero dimension
+//!   ([`stored_head_dim`]).
 //!
 //! Heads outermost: one head's consecutive blocks are adjacent in memory, so a sequence whose
 //! blocks were allocated in order streams as one long run per head (measured: with blocks
@@ -81,6 +88,11 @@ pub(super) struct Pool {
     layers: Vec<Layer>,
 }
 
+/// Elements stored per token and head: `head_dim`, padded to even for int8's pairs.
+pub(crate) fn stored_head_dim(dtype: KvDtype, head_dim: usize) -> usize {
+    if dtype == KvDtype::I8 { head_dim.next_multiple_of(2) } else { head_dim }
+}
+
 /// One layer's pool, read-only, as attention kernels see it.
 #[derive(Clone, Copy)]
 pub(crate) struct LayerView<'a> {
@@ -88,9 +100,10 @@ pub(crate) struct LayerView<'a> {
     pub n_blocks: usize,
     pub block_size: usize,
     pub head_dim: usize,
-    /// (n_kv_heads, n_blocks, head_dim, block_size): keys transposed per block
+    /// (n_kv_heads, n_blocks, block_size · stored_head_dim) keys, arranged per block as the
+    /// module documentation says
     pub k: &'a [u8],
-    /// (n_kv_heads, n_blocks, block_size, head_dim)
+    /// (n_kv_heads, n_blocks, block_size · stored_head_dim) values, likewise
     pub v: &'a [u8],
     /// (n_kv_heads, n_blocks, block_size); empty unless int8
     pub k_scale: &'a [f32],
@@ -109,7 +122,7 @@ fn poison(dtype: KvDtype) -> &'static [u8] {
 impl Pool {
     /// A zeroed pool, or one whose every slot is NaN when `poisoned`.
     pub(super) fn new(c: &KvCacheConfig, poisoned: bool) -> Result<Pool> {
-        let elems = [c.n_blocks, c.n_kv_heads, c.block_size, c.head_dim].iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        let elems = [c.n_blocks, c.n_kv_heads, c.block_size, stored_head_dim(c.dtype, c.head_dim)].iter().try_fold(1usize, |a, &b| a.checked_mul(b));
         let bytes = elems.and_then(|e| e.checked_mul(c.dtype.bytes() * 2 * c.n_layers));
         let Some(elems) = elems.filter(|_| bytes.is_some_and(|b| b <= isize::MAX as usize / 2)) else {
             return Err(Error::Invalid { what: "KV cache", detail: format!("pool of {c:?} is too large") });
@@ -147,7 +160,7 @@ impl Pool {
     /// Copies block `from` to block `to` in every layer.
     pub(super) fn copy_block(&mut self, from: usize, to: usize) {
         let (bs, nb) = (self.c.block_size, self.c.n_blocks);
-        let e = bs * self.c.head_dim * self.c.dtype.bytes();
+        let e = bs * stored_head_dim(self.c.dtype, self.c.head_dim) * self.c.dtype.bytes();
         for l in &mut self.layers {
             for h in 0..self.c.n_kv_heads {
                 let (src, dst) = (h * nb + from, h * nb + to);
@@ -161,13 +174,19 @@ impl Pool {
         }
     }
 
-    /// Element index of (block, head, slot, element `d`) — keys transposed, values not — and
-    /// the scale index of (block, head, slot).
+    /// Element index of (block, head, slot, element `d`) in the layout of the module
+    /// documentation, and the scale index of (block, head, slot).
     fn index(&self, key: bool, block: usize, head: usize, slot: usize) -> (impl Fn(usize) -> usize + use<>, usize) {
-        let (bs, hd) = (self.c.block_size, self.c.head_dim);
+        let (bs, hd) = (self.c.block_size, stored_head_dim(self.c.dtype, self.c.head_dim));
+        let pairs = self.c.dtype == KvDtype::I8;
         let scale_idx = (head * self.c.n_blocks + block) * bs + slot;
         let base = (scale_idx - slot) * hd;
-        let at = move |d: usize| if key { base + d * bs + slot } else { base + slot * hd + d };
+        let at = move |d: usize| match (pairs, key) {
+            (false, true) => base + d * bs + slot,
+            (false, false) => base + slot * hd + d,
+            (true, true) => base + (d / 2) * 2 * bs + 2 * slot + d % 2,
+            (true, false) => base + (slot / 2) * 2 * hd + 2 * d + slot % 2,
+        };
         (at, scale_idx)
     }
 

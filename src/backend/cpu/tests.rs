@@ -34,10 +34,23 @@ fn check_words<S: Simd>(s: S, a: &[u8; 64], b: &[i8; 64]) {
     assert_eq!(lanes(s, s.dot_u8(acc, s.iload(a), s.iload(b_u8))), want_u8, "dot_u8");
     assert_eq!(lanes(s, s.dot_u7(acc, s.iload(&a7), s.iload(b_u8))), want_u7, "dot_u7");
 
-    let mut widened = [0f32; 16];
-    s.store(s.load_i8(a), &mut widened);
-    let want_i8: Vec<f32> = a[..S::LANES].iter().map(|&v| v as i8 as f32).collect();
-    assert_eq!(&widened[..S::LANES], &want_i8[..], "load_i8");
+    // 16-bit pair words: `a`'s bytes widened in pairs, against `b`'s bytes read as i16 pairs.
+    let pairs = s.load_i8_pairs(a);
+    let b16: Vec<i64> = b_u8.chunks_exact(2).map(|x| i16::from_le_bytes([x[0], x[1]]) as i64).collect();
+    let want_i16: Vec<i64> = (0..S::LANES).map(|l| (0..2).map(|h| a[2 * l + h] as i8 as i64 * b16[2 * l + h]).sum::<i64>() - 5).collect();
+    assert_eq!(lanes(s, s.dot_i16(acc, pairs, s.iload(b_u8))), want_i16, "load_i8_pairs, dot_i16");
+    let hundreds = s.dot_i16(s.izero(), pairs, s.isplat(100 | 100 << 16));
+    let mut stored = [0i16; 16];
+    s.store_i16(hundreds, &mut stored);
+    let want_sum: Vec<i16> = (0..S::LANES).map(|l| 100 * (a[2 * l] as i8 as i16 + a[2 * l + 1] as i8 as i16)).collect();
+    assert_eq!(&stored[..S::LANES], &want_sum[..], "store_i16");
+
+    // round_nearest: within half a step, ties either way.
+    let x: Vec<f32> = (0..16).map(|l| a[l] as i8 as f32 * 0.37 + b[l] as f32 * 1000.5).collect();
+    let rounded = lanes(s, s.round_nearest(s.load(&x)));
+    for (r, x) in rounded.iter().zip(&x) {
+        assert!((*r as f64 - *x as f64).abs() <= 0.5, "round_nearest({x}) = {r}");
+    }
 
     // Block words: one 32-byte block.
     let a32: &[u8; 32] = a7[..32].try_into().unwrap();

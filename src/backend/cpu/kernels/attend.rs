@@ -4,70 +4,54 @@
 //! heads of that KV head's group, at one or more positions), each row with its own inclusive
 //! key-position range (causal limit, sliding window). Chunks of whole blocks (64 tokens) are the
 //! key tiles: for each chunk the body computes the rows' scores against its tokens (keys are
-//! stored transposed per block, so that is `head_dim` broadcast multiply-adds over `block_size`
-//! tokens at a time), folds them into a running max `m`, denominator `l` and unnormalised output
+//! stored so that this is broadcast multiply-adds of each query element, or pair of elements,
+//! over `block_size` tokens at a time — no horizontal sums), folds them into a running max `m`, denominator `l` and unnormalised output
 //! `acc` (the online softmax), then adds the chunk's values weighted by the probabilities, tokens
 //! outermost with the accumulators in registers. The score matrix never exists beyond one chunk.
 //! Callers merge tasks that split one row's keys by log-sum-exp and normalise (`acc / l`).
 //!
-//! Keys and values are read in their storage format (f32, f16, int8 with a per-token scale) and
-//! widened in registers — no dequantized copy. Tokens outside a row's range, and slots past the
-//! sequence's end, are never loaded into arithmetic, so stale or NaN slots cannot leak.
+//! Keys and values are read in their storage format, with no dequantized copy: f32 and f16
+//! widened in registers; int8 with 16-bit integer dot products (see [`I8`]). The scores of
+//! tokens outside a row's range, and of slots past the sequence's end, are overwritten before
+//! the softmax and their weights are exactly zero; the values of such slots meet no float
+//! arithmetic (int8 ones enter integer sums with weight zero, their scales are never read) —
+//! so stale or NaN slots cannot leak.
 
-use super::formats::{FloatFormat, F16, F32};
+use super::formats::FloatFormat;
 use super::math::exp;
 use crate::backend::cpu::simd::Simd;
-use crate::kv_cache::storage::LayerView;
+use crate::kv_cache::storage::{stored_head_dim, LayerView};
+use std::ops::Range;
 
-/// How a KV storage format is read: `LANES` elements at a time, or one.
+/// How attention reads a KV storage format: each task's queries prepared once, then one block's
+/// scores at a time and one chunk's weighted values at a time.
 pub(crate) trait KvFormat {
     const BYTES: usize;
-    /// Int8: each token's elements are multiplied by its scale.
+    /// Int8: each token has a scale for its keys and one for its values.
     const SCALED: bool;
-    fn load<S: Simd>(s: S, x: &[u8]) -> S::F;
-    fn get(x: &[u8], i: usize) -> f32;
+    /// f32 slots of prepared queries per row (at most [`query_scratch`]).
+    fn query_slots(head_dim: usize) -> usize;
+    /// `q`: `NR` rows of (head_dim) scaled queries; `qt`: their `NR · query_slots` prepared form.
+    fn prepare_queries<const NR: usize>(q: &[f32], qt: &mut [f32]);
+    /// Scores of `NR` rows against one block's `block_size` tokens: `keys` the block's keys,
+    /// `out` (NR, chunk tokens) of which columns `col .. col + block_size` are written.
+    fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], k_scale: &[f32], out: &mut [f32], col: usize);
+    /// `acc[j] += Σ_t p[j][t] · v[t]` over the chunk's live blocks: `p` is (NR, chunk tokens),
+    /// zero wherever row `j` must not see token `t`; `acc` (NR, head_dim).
+    fn accumulate<S: Simd, const NR: usize>(s: S, p: &[f32], blocks: &[LiveBlock], acc: &mut [f32]);
 }
 
-impl KvFormat for F32 {
-    const BYTES: usize = 4;
-    const SCALED: bool = false;
-    #[inline(always)]
-    fn load<S: Simd>(s: S, x: &[u8]) -> S::F {
-        <F32 as FloatFormat>::load(s, x)
-    }
-    #[inline(always)]
-    fn get(x: &[u8], i: usize) -> f32 {
-        <F32 as FloatFormat>::get(x, i)
-    }
+/// One block of a chunk on the value side: its values, int8 scales, the tokens some row may see
+/// (the others may hold anything, NaN included) and its first column in the chunk.
+pub(crate) struct LiveBlock<'a> {
+    values: &'a [u8],
+    v_scale: &'a [f32],
+    tokens: Range<usize>,
+    col: usize,
 }
 
-impl KvFormat for F16 {
-    const BYTES: usize = 2;
-    const SCALED: bool = false;
-    #[inline(always)]
-    fn load<S: Simd>(s: S, x: &[u8]) -> S::F {
-        <F16 as FloatFormat>::load(s, x)
-    }
-    #[inline(always)]
-    fn get(x: &[u8], i: usize) -> f32 {
-        <F16 as FloatFormat>::get(x, i)
-    }
-}
-
-/// Symmetric int8 with a per-(token, head) f32 scale.
-pub(crate) struct I8;
-
-impl KvFormat for I8 {
-    const BYTES: usize = 1;
-    const SCALED: bool = true;
-    #[inline(always)]
-    fn load<S: Simd>(s: S, x: &[u8]) -> S::F {
-        s.load_i8(x)
-    }
-    #[inline(always)]
-    fn get(x: &[u8], i: usize) -> f32 {
-        x[i] as i8 as f32
-    }
+impl LiveBlock<'static> {
+    const NONE: LiveBlock<'static> = LiveBlock { values: &[], v_scale: &[], tokens: 0..0, col: 0 };
 }
 
 /// Which keys a task reads: one head of a run of one sequence's blocks.
@@ -110,26 +94,55 @@ pub(crate) struct AttnRows<'a> {
 /// with the chunk shrunk to keep scores and accumulators within L1.)
 pub(crate) const CHUNK_TOKENS: usize = 64;
 
+/// Most blocks in a chunk (the smallest block size the cache allows is 16).
+const MAX_CHUNK_BLOCKS: usize = CHUNK_TOKENS / 16;
+
 /// Blocks per chunk; a task's score buffer holds `rows · chunk_blocks(bs) · bs` values.
 pub(crate) fn chunk_blocks(block_size: usize) -> usize {
     (CHUNK_TOKENS / block_size).max(1)
 }
 
-/// Scores of `NR` query rows against one block's `block_size` tokens: `qt` is the rows'
-/// queries transposed, (head_dim) × NR, `keys` the block's (head_dim, block_size) transposed
-/// keys, `out` (NR, chunk tokens) of which columns `col .. col + block_size` are written.
+/// f32 slots of prepared queries per row that every format fits in.
+pub(crate) fn query_scratch(head_dim: usize) -> usize {
+    head_dim + 1
+}
+
+/// f32 / f16 (and bf16): keys `(head_dim, block_size)`, values `(block_size, head_dim)`, each
+/// vector widened to f32 and multiplied-added; the queries transposed, (head_dim) × NR.
+impl<K: FloatFormat> KvFormat for K {
+    const BYTES: usize = <K as FloatFormat>::BYTES;
+    const SCALED: bool = false;
+    fn query_slots(head_dim: usize) -> usize {
+        head_dim
+    }
+    #[inline(always)]
+    fn prepare_queries<const NR: usize>(q: &[f32], qt: &mut [f32]) {
+        let hd = q.len() / NR;
+        for (d, qt) in qt[..hd * NR].chunks_exact_mut(NR).enumerate() {
+            for (j, x) in qt.iter_mut().enumerate() {
+                *x = q[j * hd + d];
+            }
+        }
+    }
+    #[inline(always)]
+    fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], _: &[f32], out: &mut [f32], col: usize) {
+        float_scores::<S, K, NR>(s, qt.as_chunks::<NR>().0, keys, out, col)
+    }
+    #[inline(always)]
+    fn accumulate<S: Simd, const NR: usize>(s: S, p: &[f32], blocks: &[LiveBlock], acc: &mut [f32]) {
+        for b in blocks {
+            float_accumulate::<S, K, NR>(s, p, b.col, b.values, b.tokens.clone(), acc);
+        }
+    }
+}
+
+/// Scores against f32/f16 keys: `qt` is the rows' queries transposed, (head_dim) × NR; `keys`
+/// the block's (head_dim, block_size) transposed keys.
 /// (Exact-length views, so the inner loop carries no bounds checks — ~12 compare-and-branch
 /// pairs per 6 multiply-adds before; alone this measured within noise, together with the rest
 /// of that step ×1.1–1.45.)
 #[inline(always)]
-fn scores<S: Simd, K: KvFormat, const NR: usize>(
-    s: S,
-    qt: &[[f32; NR]],
-    keys: &[u8],
-    k_scale: &[f32],
-    out: &mut [f32],
-    col: usize,
-) {
+fn float_scores<S: Simd, K: FloatFormat, const NR: usize>(s: S, qt: &[[f32; NR]], keys: &[u8], out: &mut [f32], col: usize) {
     let row = keys.len() / qt.len(); // bytes of one d's block_size keys
     let ct = out.len() / NR;
     for tc in (0..row / K::BYTES).step_by(S::LANES) {
@@ -153,35 +166,31 @@ fn scores<S: Simd, K: KvFormat, const NR: usize>(
             }
         }
         for j in 0..NR {
-            let a = s.add(odd[j], even[j]);
-            let a = if K::SCALED { s.mul(a, s.load(&k_scale[tc..])) } else { a };
-            s.store(a, &mut out[j * ct + col + tc..]);
+            s.store(s.add(odd[j], even[j]), &mut out[j * ct + col + tc..]);
         }
     }
 }
 
-/// Largest block size [`accumulate`] takes (the cache allows 16 and 32).
+/// Largest block size [`float_accumulate`] takes (the cache allows 16 and 32).
 const MAX_BLOCK: usize = 32;
 
 /// `acc[j] += Σ_t p[j][col + t] · v[t]` for `NR` rows over tokens `tokens` of one block: `p` is
 /// (NR, chunk tokens), `values` the block's (block_size, head_dim), `acc` (NR, head_dim).
 #[inline(always)]
-fn accumulate<S: Simd, K: KvFormat, const NR: usize>(
+fn float_accumulate<S: Simd, K: FloatFormat, const NR: usize>(
     s: S,
     p: &[f32],
     col: usize,
     values: &[u8],
-    v_scale: &[f32],
-    tokens: std::ops::Range<usize>,
+    tokens: Range<usize>,
     acc: &mut [f32],
 ) {
     let (hd, ct) = (acc.len() / NR, p.len() / NR);
-    // Each token's NR weights side by side, int8's value scale folded in.
+    // Each token's NR weights side by side.
     let mut weights = [[0f32; NR]; MAX_BLOCK];
     for (i, t) in tokens.clone().enumerate() {
-        let scale = if K::SCALED { v_scale[t] } else { 1.0 };
         for (j, w) in weights[i].iter_mut().enumerate() {
-            *w = p[j * ct + col + t] * scale;
+            *w = p[j * ct + col + t];
         }
     }
     let weights = &weights[..tokens.len()];
@@ -189,18 +198,17 @@ fn accumulate<S: Simd, K: KvFormat, const NR: usize>(
     let full = hd / S::LANES * S::LANES;
     // Column passes of up to 4 vectors (2 on 16-register ISAs): NR × 4 accumulators stay in
     // registers while each token's weights are broadcast once per pass.
-    let wide = if S::LANES >= 16 { 4 } else { 2 };
     let mut dc = 0;
     while dc < full {
-        if full - dc >= wide * S::LANES {
-            if wide == 4 {
-                accumulate_cols::<S, K, NR, 4>(s, weights, values, acc, dc);
+        if full - dc >= wide::<S>() * S::LANES {
+            if wide::<S>() == 4 {
+                float_accumulate_cols::<S, K, NR, 4>(s, weights, values, acc, dc);
             } else {
-                accumulate_cols::<S, K, NR, 2>(s, weights, values, acc, dc);
+                float_accumulate_cols::<S, K, NR, 2>(s, weights, values, acc, dc);
             }
-            dc += wide * S::LANES;
+            dc += wide::<S>() * S::LANES;
         } else {
-            accumulate_cols::<S, K, NR, 1>(s, weights, values, acc, dc);
+            float_accumulate_cols::<S, K, NR, 1>(s, weights, values, acc, dc);
             dc += S::LANES;
         }
     }
@@ -214,10 +222,17 @@ fn accumulate<S: Simd, K: KvFormat, const NR: usize>(
     }
 }
 
-/// [`accumulate`] for columns `dc .. dc + W · LANES`, tokens outermost: `weights` (tokens) × NR,
-/// `values` (tokens, head_dim).
+/// Vectors per column pass of the value side: NR × this many accumulators stay in registers
+/// (4 on 32-register ISAs, 2 on 16-register ones).
 #[inline(always)]
-fn accumulate_cols<S: Simd, K: KvFormat, const NR: usize, const W: usize>(
+const fn wide<S: Simd>() -> usize {
+    if S::LANES >= 16 { 4 } else { 2 }
+}
+
+/// [`float_accumulate`] for columns `dc .. dc + W · LANES`, tokens outermost: `weights` (tokens)
+/// × NR, `values` (tokens, head_dim).
+#[inline(always)]
+fn float_accumulate_cols<S: Simd, K: FloatFormat, const NR: usize, const W: usize>(
     s: S,
     weights: &[[f32; NR]],
     values: &[u8],
@@ -254,6 +269,191 @@ fn accumulate_cols<S: Simd, K: KvFormat, const NR: usize, const W: usize>(
     }
 }
 
+/// Symmetric int8 with a per-(token, head) f32 scale, stored in the pair layout of
+/// `kv_cache::storage`, read with 16-bit integer dot products (two products per 32-bit lane):
+/// - scores: each query row quantized to i16 once per task (`q ≈ q_scale · q̂`, `q_scale =
+///   max|q| / 32767`), exact integer sums `Σ q̂ᵢ kᵢ` over pairs of dimensions, then one multiply
+///   by `q_scale · k_scale[t]`;
+/// - values: per chunk, each row's weights `p[t] · v_scale[t]` quantized to i16 (scale = their
+///   max / 32767), exact integer sums `Σ ŵₜ vₜ` over pairs of tokens, then one multiply-add into
+///   the f32 accumulator.
+///
+/// So the hot loops are one widening load and `NR` integer multiply-adds per 2 · LANES
+/// products, against one load, one conversion and `NR` float multiply-adds per LANES when int8
+/// was widened to f32 (that ran at 44–57% of memory bandwidth, compute-bound). The two i16
+/// roundings add an error stated in `attention::reference::int8_kernel_error_bound`.
+/// Sums stay exact in i32: `head_dim ≤ 512` (the cache refuses more for int8) bounds a score's
+/// `|Σ q̂ k| ≤ 256 · 2 · 32767 · 127 < 2³¹`, and a chunk's `|Σ ŵ v| ≤ 64 · 32767 · 127`.
+pub(crate) struct I8;
+
+/// The i16 range used by both quantizations (±32767: never −32768, so no pair product
+/// overflows).
+const I16_LEVELS: f32 = 32767.0;
+
+/// Two i16 as one 32-bit lane: `lo` in the low half.
+#[inline(always)]
+fn pack_i16(lo: i32, hi: i32) -> i32 {
+    (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32
+}
+
+impl KvFormat for I8 {
+    const BYTES: usize = 1;
+    const SCALED: bool = true;
+    fn query_slots(head_dim: usize) -> usize {
+        head_dim.div_ceil(2) + 1
+    }
+    /// `qt`: (head_dim / 2) × NR packed pairs of i16 (an odd head_dim padded with 0), then the
+    /// NR rows' scales.
+    #[inline(always)]
+    fn prepare_queries<const NR: usize>(q: &[f32], qt: &mut [f32]) {
+        let hd = q.len() / NR;
+        let pairs = hd.div_ceil(2);
+        let (packed, scales) = qt[..NR * (pairs + 1)].split_at_mut(NR * pairs);
+        let packed: &mut [i32] = bytemuck::cast_slice_mut(packed);
+        for (j, row) in q.chunks_exact(hd).enumerate() {
+            let max = row.iter().fold(0f32, |a, x| a.max(x.abs()));
+            scales[j] = max / I16_LEVELS;
+            let inv = if max > 0.0 { I16_LEVELS / max } else { 0.0 };
+            let level = |d: usize| row.get(d).map_or(0, |&x| (x * inv).round().clamp(-I16_LEVELS, I16_LEVELS) as i32);
+            for i in 0..pairs {
+                packed[i * NR + j] = pack_i16(level(2 * i), level(2 * i + 1));
+            }
+        }
+    }
+    /// `keys`: the block's (head_dim / 2, block_size, 2) int8 keys.
+    #[inline(always)]
+    fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], k_scale: &[f32], out: &mut [f32], col: usize) {
+        let pairs = qt.len() / NR - 1;
+        let (packed, q_scale) = qt.split_at(NR * pairs);
+        let packed: &[[i32; NR]] = bytemuck::cast_slice::<f32, i32>(packed).as_chunks::<NR>().0;
+        let row = keys.len() / pairs; // bytes of one pair of dimensions: 2 · block_size
+        let ct = out.len() / NR;
+        for tc in (0..row / 2).step_by(S::LANES) {
+            let at = 2 * tc;
+            // Two accumulators per row (even and odd pairs) halve the dependency chains.
+            let (mut even, mut odd) = ([s.izero(); NR], [s.izero(); NR]);
+            let (two, q_two) = (keys.chunks_exact(2 * row), packed.chunks_exact(2));
+            let (k_last, q_last) = (two.remainder(), q_two.remainder());
+            for (k, q) in two.zip(q_two) {
+                let (k0, k1) = k.split_at(row);
+                let (k0, k1) = (s.load_i8_pairs(&k0[at..]), s.load_i8_pairs(&k1[at..]));
+                for j in 0..NR {
+                    even[j] = s.dot_i16(even[j], s.isplat(q[0][j]), k0);
+                    odd[j] = s.dot_i16(odd[j], s.isplat(q[1][j]), k1);
+                }
+            }
+            if let [q] = q_last {
+                let k = s.load_i8_pairs(&k_last[at..]);
+                for j in 0..NR {
+                    even[j] = s.dot_i16(even[j], s.isplat(q[j]), k);
+                }
+            }
+            let k_scale = s.load(&k_scale[tc..]);
+            for j in 0..NR {
+                let dot = s.to_f32(s.iadd(even[j], odd[j]));
+                s.store(s.mul(dot, s.mul(k_scale, s.splat(q_scale[j]))), &mut out[j * ct + col + tc..]);
+            }
+        }
+    }
+    /// Each block's `values`: (block_size / 2, head_dim, 2) int8.
+    #[inline(always)]
+    fn accumulate<S: Simd, const NR: usize>(s: S, p: &[f32], blocks: &[LiveBlock], acc: &mut [f32]) {
+        let (hd, ct) = (acc.len() / NR, p.len() / NR);
+        // The chunk's value scales, zero at tokens no row may see (their scales may be NaN).
+        let mut v_scale = [0f32; CHUNK_TOKENS];
+        for b in blocks {
+            v_scale[b.col + b.tokens.start..b.col + b.tokens.end].copy_from_slice(&b.v_scale[b.tokens.clone()]);
+        }
+        // Each row's weights p · v_scale as i16 (so pairs of tokens are one i32), and their scale.
+        let mut w = [[0i32; CHUNK_TOKENS / 2]; NR];
+        let mut w_scale = [0f32; NR];
+        for j in 0..NR {
+            let (p, w) = (&p[j * ct..][..ct], bytemuck::cast_slice_mut::<i32, i16>(&mut w[j]));
+            let mut max = s.zero();
+            for tc in (0..ct).step_by(S::LANES) {
+                max = s.max(max, s.mul(s.load(&p[tc..]), s.load(&v_scale[tc..])));
+            }
+            let max = s.reduce_max(max);
+            w_scale[j] = max / I16_LEVELS;
+            let inv = s.splat(if max > 0.0 { I16_LEVELS / max } else { 0.0 });
+            for tc in (0..ct).step_by(S::LANES) {
+                let x = s.mul(s.mul(s.load(&p[tc..]), s.load(&v_scale[tc..])), inv);
+                s.store_i16(s.round_nearest(x), &mut w[tc..]);
+            }
+        }
+        let full = hd / S::LANES * S::LANES;
+        let mut dc = 0;
+        while dc < full {
+            if full - dc >= wide::<S>() * S::LANES {
+                if wide::<S>() == 4 {
+                    i8_accumulate_cols::<S, NR, 4>(s, &w, &w_scale, blocks, acc, dc);
+                } else {
+                    i8_accumulate_cols::<S, NR, 2>(s, &w, &w_scale, blocks, acc, dc);
+                }
+                dc += wide::<S>() * S::LANES;
+            } else {
+                i8_accumulate_cols::<S, NR, 1>(s, &w, &w_scale, blocks, acc, dc);
+                dc += S::LANES;
+            }
+        }
+        let hd_s = stored_head_dim(crate::kv_cache::KvDtype::I8, hd);
+        for d in full..hd {
+            for (j, w) in w.iter().enumerate() {
+                let w: &[i16] = bytemuck::cast_slice(w);
+                let mut dot = 0i32;
+                for b in blocks {
+                    for t in b.tokens.clone() {
+                        dot += w[b.col + t] as i32 * b.values[(t / 2) * 2 * hd_s + 2 * d + t % 2] as i8 as i32;
+                    }
+                }
+                acc[j * hd + d] += dot as f32 * w_scale[j];
+            }
+        }
+    }
+}
+
+/// The value side of [`I8`] for columns `dc .. dc + W · LANES`, pairs of tokens outermost:
+/// `w` (NR) × (chunk tokens / 2) packed i16 weights, scaled by `w_scale`.
+#[inline(always)]
+fn i8_accumulate_cols<S: Simd, const NR: usize, const W: usize>(
+    s: S,
+    w: &[[i32; CHUNK_TOKENS / 2]; NR],
+    w_scale: &[f32; NR],
+    blocks: &[LiveBlock],
+    acc: &mut [f32],
+    dc: usize,
+) {
+    let hd = acc.len() / NR;
+    let row = 2 * stored_head_dim(crate::kv_cache::KvDtype::I8, hd); // bytes of a pair of tokens
+    let width = 2 * S::LANES;
+    let mut a = [[s.izero(); W]; NR];
+    for b in blocks {
+        let pairs = b.tokens.start / 2..b.tokens.end.div_ceil(2);
+        let values = &b.values[pairs.start * row..pairs.end * row];
+        for (tp, pair) in pairs.zip(values.chunks_exact(row)) {
+            let pair = &pair[2 * dc..][..W * width];
+            let mut v = [s.izero(); W];
+            for (i, v) in v.iter_mut().enumerate() {
+                *v = s.load_i8_pairs(&pair[i * width..]);
+            }
+            let t = b.col / 2 + tp;
+            for (a, w) in a.iter_mut().zip(w) {
+                let w = s.isplat(w[t]);
+                for i in 0..W {
+                    a[i] = s.dot_i16(a[i], w, v[i]);
+                }
+            }
+        }
+    }
+    for (j, a) in a.iter().enumerate() {
+        let scale = s.splat(w_scale[j]);
+        for (i, &a) in a.iter().enumerate() {
+            let at = j * hd + dc + i * S::LANES;
+            s.store(s.mul_add(s.to_f32(a), scale, s.load(&acc[at..])), &mut acc[at..]);
+        }
+    }
+}
+
 /// Calls `f::<NR>` on consecutive chunks of up to 4 rows (the register tile).
 macro_rules! by_row_chunks {
     ($n_rows:expr, |$r0:ident, $nr:ident| $body:expr) => {{
@@ -280,16 +480,11 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
     let per_chunk = chunk_blocks(bs);
     let ct = per_chunk * bs;
     let (lo_all, hi_all) = (rows.lo.iter().copied().min().unwrap_or(0), rows.hi.iter().copied().max().unwrap_or(0));
-    let bytes = bs * hd * K::BYTES;
-    // Each chunk of rows' queries transposed, (head_dim) × NR, for `scores`.
-    by_row_chunks!(n_rows, |r0, NR| {
-        let (q, qt) = (&rows.q[r0 * hd..(r0 + NR) * hd], &mut rows.qt[r0 * hd..(r0 + NR) * hd]);
-        for (d, qt) in qt.chunks_exact_mut(NR).enumerate() {
-            for (j, x) in qt.iter_mut().enumerate() {
-                *x = q[j * hd + d];
-            }
-        }
-    });
+    let hd_s = stored_head_dim(l.dtype, hd);
+    let bytes = bs * hd_s * K::BYTES;
+    // Each chunk of rows' queries in the form `scores` reads.
+    let qs = K::query_slots(hd);
+    by_row_chunks!(n_rows, |r0, NR| K::prepare_queries::<NR>(&rows.q[r0 * hd..(r0 + NR) * hd], &mut rows.qt[r0 * qs..(r0 + NR) * qs]));
     // The first slot of one of this head's blocks.
     let slot_of = |block: u32| (kv.head * l.n_blocks + block as usize) * bs;
     for (ci, chunk) in kv.blocks.chunks(per_chunk).enumerate() {
@@ -309,7 +504,7 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
             // ahead measured best (same-process A/B, 2 threads, KV cold): +6–14% f32, up to
             // +30% int8 over no prefetch; a whole chunk ahead was slower than none.
             if let Some(&next) = kv.blocks.get(ci * per_chunk + b + 1) {
-                let at = slot_of(next) * hd * K::BYTES;
+                let at = slot_of(next) * hd_s * K::BYTES;
                 for line in (0..bytes).step_by(64) {
                     s.prefetch(&l.k[at + line..]);
                     s.prefetch(&l.v[at + line..]);
@@ -319,11 +514,11 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
                 continue;
             }
             let slot0 = slot_of(block);
-            let keys = &l.k[slot0 * hd * K::BYTES..][..bytes];
+            let keys = &l.k[slot0 * hd_s * K::BYTES..][..bytes];
             let k_scale = if K::SCALED { &l.k_scale[slot0..slot0 + bs] } else { &[][..] };
-            by_row_chunks!(n_rows, |r0, NR| scores::<S, K, NR>(
+            by_row_chunks!(n_rows, |r0, NR| K::scores::<S, NR>(
                 s,
-                rows.qt[r0 * hd..(r0 + NR) * hd].as_chunks::<NR>().0,
+                &rows.qt[r0 * qs..(r0 + NR) * qs],
                 keys,
                 k_scale,
                 &mut rows.s[r0 * ct..(r0 + NR) * ct],
@@ -379,23 +574,25 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
             rows.l[r] += s.sum(sum);
         }
 
+        let mut blocks = [LiveBlock::NONE; MAX_CHUNK_BLOCKS];
+        let mut n_live = 0;
         for (b, &block) in chunk.iter().enumerate() {
             let tokens = live(b);
             if tokens.is_empty() {
                 continue;
             }
             let slot0 = slot_of(block);
-            let values = &l.v[slot0 * hd * K::BYTES..][..bytes];
+            let values = &l.v[slot0 * hd_s * K::BYTES..][..bytes];
             let v_scale = if K::SCALED { &l.v_scale[slot0..slot0 + bs] } else { &[][..] };
-            by_row_chunks!(n_rows, |r0, NR| accumulate::<S, K, NR>(
-                s,
-                &rows.s[r0 * ct..(r0 + NR) * ct],
-                b * bs,
-                values,
-                v_scale,
-                tokens.clone(),
-                &mut rows.acc[r0 * hd..(r0 + NR) * hd]
-            ));
+            blocks[n_live] = LiveBlock { values, v_scale, tokens, col: b * bs };
+            n_live += 1;
         }
+        by_row_chunks!(n_rows, |r0, NR| K::accumulate::<S, NR>(
+            s,
+            &rows.s[r0 * ct..(r0 + NR) * ct],
+            &blocks[..n_live],
+            &mut rows.acc[r0 * hd..(r0 + NR) * hd]
+        ));
     }
 }
+

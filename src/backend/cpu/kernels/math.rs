@@ -18,7 +18,7 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     let x = s.min(s.max(x, s.splat(EXP_MIN)), s.splat(EXP_MAX));
-    let n = s.round_to_i32(s.mul(x, s.splat(std::f32::consts::LOG2_E)));
+    let n = s.round_nearest(s.mul(x, s.splat(std::f32::consts::LOG2_E)));
     let nf = s.to_f32(n);
     let r = s.mul_add(nf, s.splat(-LN2_HI), x);
     let r = s.mul_add(nf, s.splat(-LN2_LO), r);

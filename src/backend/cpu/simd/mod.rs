@@ -43,8 +43,6 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn load_f16(self, x: &[u8]) -> Self::F;
     /// `LANES` little-endian bf16 from the first `2 · LANES` bytes of `x`.
     fn load_bf16(self, x: &[u8]) -> Self::F;
-    /// `LANES` signed bytes from the start of `x`, widened to f32.
-    fn load_i8(self, x: &[u8]) -> Self::F;
     fn store(self, v: Self::F, out: &mut [f32]);
     /// `a · b + c` (fused where the ISA has FMA).
     fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
@@ -86,12 +84,24 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn to_f32(self, v: Self::I) -> Self::F;
     /// `round(v)` with C `roundf` semantics (halves away from zero), as i32.
     fn round_to_i32(self, v: Self::F) -> Self::I;
+    /// The nearest integer to `v` (within i32 range) as i32, ties either way — whichever the
+    /// hardware converts in one instruction (to even on x86): for callers whose error budget is
+    /// half a step whatever the tie rule.
+    fn round_nearest(self, v: Self::F) -> Self::I;
     /// Stores the lanes of `v` (each in `-128..=127`) as `LANES` bytes.
     fn store_i8(self, v: Self::I, out: &mut [i8]);
     /// `acc + Σ₄ a·b` per lane: `a` unsigned bytes `≤ 128`, `b` signed bytes in `-127..=127`.
     fn dot_u7(self, acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
     /// `acc + Σ₄ a·b` per lane: `a` any unsigned byte, `b` signed bytes.
     fn dot_u8(self, acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
+    /// `2 · LANES` signed bytes from the start of `x`, each widened to a signed 16-bit half:
+    /// lane `l` holds `x[2l]` in its low half and `x[2l + 1]` in its high half.
+    fn load_i8_pairs(self, x: &[u8]) -> Self::I;
+    /// `acc + a.lo · b.lo + a.hi · b.hi` per lane, the 16-bit halves signed (wrapping, so exact
+    /// unless both products are `(−2¹⁵)²`).
+    fn dot_i16(self, acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
+    /// Stores the lanes of `v` (each in `-32768..=32767`) as `LANES` i16.
+    fn store_i16(self, v: Self::I, out: &mut [i16]);
 
     // ---- `LANES / 8` consecutive quant blocks per full-width vector ----
     /// Unpacks the 16 nibble bytes of each of the first `LANES / 8` blocks in `qs` into their 32

@@ -5,7 +5,7 @@
 
 use super::scalar::Scalar;
 use super::{head, Simd};
-use wide::{f32x8, i32x8};
+use wide::{f32x8, i16x16, i32x8, i8x16};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Portable;
@@ -36,10 +36,6 @@ impl Simd for Portable {
     #[inline(always)]
     fn load_f32le(self, x: &[u8]) -> f32x8 {
         f32x8::new(Scalar.load_f32le(x))
-    }
-    #[inline(always)]
-    fn load_i8(self, x: &[u8]) -> f32x8 {
-        f32x8::new(Scalar.load_i8(x))
     }
     #[inline(always)]
     fn load_f16(self, x: &[u8]) -> f32x8 {
@@ -162,6 +158,10 @@ impl Simd for Portable {
         v.round().trunc_int()
     }
     #[inline(always)]
+    fn round_nearest(self, v: f32x8) -> i32x8 {
+        v.fast_round_int()
+    }
+    #[inline(always)]
     fn store_i8(self, v: i32x8, out: &mut [i8]) {
         Scalar.store_i8(arr(v), out)
     }
@@ -172,6 +172,20 @@ impl Simd for Portable {
     #[inline(always)]
     fn dot_u8(self, acc: i32x8, a: i32x8, b: i32x8) -> i32x8 {
         i32x8::new(Scalar.dot_u8(arr(acc), arr(a), arr(b)))
+    }
+    #[inline(always)]
+    fn load_i8_pairs(self, x: &[u8]) -> i32x8 {
+        let x: &[u8; 16] = head(x);
+        bytemuck::cast(i16x16::from_i8x16(i8x16::new(bytemuck::cast(*x))))
+    }
+    #[inline(always)]
+    fn dot_i16(self, acc: i32x8, a: i32x8, b: i32x8) -> i32x8 {
+        let (a, b): (i16x16, i16x16) = (bytemuck::cast(a), bytemuck::cast(b));
+        acc + a.dot(b)
+    }
+    #[inline(always)]
+    fn store_i16(self, v: i32x8, out: &mut [i16]) {
+        Scalar.store_i16(arr(v), out)
     }
 
     #[inline(always)]

@@ -14,6 +14,11 @@ fn lane_bytes(v: i32) -> [u8; 4] {
     v.to_le_bytes()
 }
 
+/// The signed 16-bit (low, high) halves of a lane.
+fn halves(v: i32) -> [i32; 2] {
+    [v as i16 as i32, (v >> 16) as i16 as i32]
+}
+
 fn dot4(acc: i32, a: i32, b: i32) -> i32 {
     let (a, b) = (lane_bytes(a), lane_bytes(b));
     acc + (0..4).map(|i| a[i] as i32 * b[i] as i8 as i32).sum::<i32>()
@@ -42,11 +47,6 @@ impl Simd for Scalar {
     fn load_f32le(self, x: &[u8]) -> F8 {
         let x: &[u8; 32] = head(x);
         std::array::from_fn(|i| f32::from_le_bytes([x[4 * i], x[4 * i + 1], x[4 * i + 2], x[4 * i + 3]]))
-    }
-    #[inline(always)]
-    fn load_i8(self, x: &[u8]) -> F8 {
-        let x: &[u8; 8] = head(x);
-        std::array::from_fn(|i| x[i] as i8 as f32)
     }
     #[inline(always)]
     fn load_f16(self, x: &[u8]) -> F8 {
@@ -171,6 +171,10 @@ impl Simd for Scalar {
         v.map(|x| x.round() as i32)
     }
     #[inline(always)]
+    fn round_nearest(self, v: F8) -> I8 {
+        v.map(|x| x.round_ties_even() as i32)
+    }
+    #[inline(always)]
     fn store_i8(self, v: I8, out: &mut [i8]) {
         for (o, x) in out[..8].iter_mut().zip(v) {
             *o = x as i8;
@@ -183,6 +187,24 @@ impl Simd for Scalar {
     #[inline(always)]
     fn dot_u8(self, acc: I8, a: I8, b: I8) -> I8 {
         std::array::from_fn(|i| dot4(acc[i], a[i], b[i]))
+    }
+    #[inline(always)]
+    fn load_i8_pairs(self, x: &[u8]) -> I8 {
+        let x: &[u8; 16] = head(x);
+        std::array::from_fn(|l| (x[2 * l] as i8 as u16 as u32 | (x[2 * l + 1] as i8 as u16 as u32) << 16) as i32)
+    }
+    #[inline(always)]
+    fn dot_i16(self, acc: I8, a: I8, b: I8) -> I8 {
+        std::array::from_fn(|l| {
+            let ([a0, a1], [b0, b1]) = (halves(a[l]), halves(b[l]));
+            acc[l].wrapping_add((a0 * b0).wrapping_add(a1 * b1))
+        })
+    }
+    #[inline(always)]
+    fn store_i16(self, v: I8, out: &mut [i16]) {
+        for (o, x) in out[..8].iter_mut().zip(v) {
+            *o = x as i16;
+        }
     }
 
     #[inline(always)]

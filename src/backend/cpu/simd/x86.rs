@@ -153,12 +153,6 @@ impl Simd for Avx2 {
         unsafe { _mm256_loadu_ps(x.as_ptr().cast()) }
     }
     #[inline(always)]
-    fn load_i8(self, x: &[u8]) -> __m256 {
-        let x: &[u8; 8] = head(x);
-        // SAFETY: token ⇒ AVX2; `x` is exactly 8 bytes, the width of `loadl_epi64`.
-        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(x.as_ptr().cast()))) }
-    }
-    #[inline(always)]
     fn load_f16(self, x: &[u8]) -> __m256 {
         let x: &[u8; 16] = head(x);
         // SAFETY: token ⇒ F16C; `x` is exactly 16 bytes.
@@ -322,6 +316,11 @@ impl Simd for Avx2 {
         unsafe { ymm::round_away(v) }
     }
     #[inline(always)]
+    fn round_nearest(self, v: __m256) -> __m256i {
+        // SAFETY: token ⇒ AVX. Rounds as MXCSR says: to nearest even (Rust never changes it).
+        unsafe { _mm256_cvtps_epi32(v) }
+    }
+    #[inline(always)]
     fn store_i8(self, v: __m256i, out: &mut [i8]) {
         let out: &mut [i8; 8] = (&mut out[..8]).try_into().expect("8 lanes");
         // SAFETY: token ⇒ AVX2; `out` is exactly the 8 bytes `storel_epi64` writes.
@@ -339,6 +338,23 @@ impl Simd for Avx2 {
     fn dot_u8(self, acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: token ⇒ AVX2.
         unsafe { ymm::dot_u8(acc, a, b) }
+    }
+    #[inline(always)]
+    fn load_i8_pairs(self, x: &[u8]) -> __m256i {
+        let x: &[u8; 16] = head(x);
+        // SAFETY: token ⇒ AVX2; `x` is exactly the 16 bytes read.
+        unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(x.as_ptr().cast())) }
+    }
+    #[inline(always)]
+    fn dot_i16(self, acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: token ⇒ AVX2.
+        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) }
+    }
+    #[inline(always)]
+    fn store_i16(self, v: __m256i, out: &mut [i16]) {
+        let out: &mut [i16; 8] = (&mut out[..8]).try_into().expect("8 lanes");
+        // SAFETY: token ⇒ AVX2; `out` is exactly the 16 bytes written.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1))) }
     }
 
     #[inline(always)]
@@ -433,12 +449,6 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
         let x: &[u8; 64] = head(x);
         // SAFETY: token ⇒ AVX-512F; `x` is exactly 64 bytes; `loadu` has no alignment requirement.
         unsafe { _mm512_loadu_ps(x.as_ptr().cast()) }
-    }
-    #[inline(always)]
-    fn load_i8(self, x: &[u8]) -> __m512 {
-        let x: &[u8; 16] = head(x);
-        // SAFETY: token ⇒ AVX-512F; `x` is exactly 16 bytes.
-        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(x.as_ptr().cast()))) }
     }
     #[inline(always)]
     fn load_f16(self, x: &[u8]) -> __m512 {
@@ -605,6 +615,11 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
         }
     }
     #[inline(always)]
+    fn round_nearest(self, v: __m512) -> __m512i {
+        // SAFETY: token ⇒ AVX-512F. Rounds as MXCSR says: to nearest even (Rust never changes it).
+        unsafe { _mm512_cvtps_epi32(v) }
+    }
+    #[inline(always)]
     fn store_i8(self, v: __m512i, out: &mut [i8]) {
         let out: &mut [i8; 16] = (&mut out[..16]).try_into().expect("16 lanes");
         // SAFETY: token ⇒ AVX-512F; `out` is exactly the 16 bytes written.
@@ -635,6 +650,29 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
                 _mm512_add_epi32(acc, sum)
             }
         }
+    }
+
+    #[inline(always)]
+    fn load_i8_pairs(self, x: &[u8]) -> __m512i {
+        let x: &[u8; 32] = head(x);
+        // SAFETY: token ⇒ AVX-512BW; `x` is exactly the 32 bytes read.
+        unsafe { _mm512_cvtepi8_epi16(_mm256_loadu_si256(x.as_ptr().cast())) }
+    }
+    #[inline(always)]
+    fn dot_i16(self, acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        if VNNI {
+            // SAFETY: token with VNNI ⇒ AVX-512 VNNI (`vpdpwssd`).
+            unsafe { _mm512_dpwssd_epi32(acc, a, b) }
+        } else {
+            // SAFETY: token ⇒ AVX-512BW.
+            unsafe { _mm512_add_epi32(acc, _mm512_madd_epi16(a, b)) }
+        }
+    }
+    #[inline(always)]
+    fn store_i16(self, v: __m512i, out: &mut [i16]) {
+        let out: &mut [i16; 16] = (&mut out[..16]).try_into().expect("16 lanes");
+        // SAFETY: token ⇒ AVX-512F; `out` is exactly the 32 bytes written.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(v)) }
     }
 
     #[inline(always)]
