@@ -21,6 +21,7 @@ use super::formats::FloatFormat;
 use super::math::exp;
 use crate::backend::cpu::simd::Simd;
 use crate::kv_cache::storage::{stored_head_dim, LayerView};
+use crate::kv_cache::MAX_INT8_HEAD_DIM;
 use std::ops::Range;
 
 /// How attention reads a KV storage format: each task's queries prepared once, then one block's
@@ -32,7 +33,7 @@ pub(crate) trait KvFormat {
     /// f32 slots of prepared queries per row (at most [`query_scratch`]).
     fn query_slots(head_dim: usize) -> usize;
     /// `q`: `NR` rows of (head_dim) scaled queries; `qt`: their `NR · query_slots` prepared form.
-    fn prepare_queries<const NR: usize>(q: &[f32], qt: &mut [f32]);
+    fn prepare_queries<S: Simd, const NR: usize>(s: S, q: &[f32], qt: &mut [f32]);
     /// Scores of `NR` rows against one block's `block_size` tokens: `keys` the block's keys,
     /// `out` (NR, chunk tokens) of which columns `col .. col + block_size` are written.
     fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], k_scale: &[f32], out: &mut [f32], col: usize);
@@ -116,7 +117,7 @@ impl<K: FloatFormat> KvFormat for K {
         head_dim
     }
     #[inline(always)]
-    fn prepare_queries<const NR: usize>(q: &[f32], qt: &mut [f32]) {
+    fn prepare_queries<S: Simd, const NR: usize>(_: S, q: &[f32], qt: &mut [f32]) {
         let hd = q.len() / NR;
         for (d, qt) in qt[..hd * NR].chunks_exact_mut(NR).enumerate() {
             for (j, x) in qt.iter_mut().enumerate() {
@@ -305,18 +306,29 @@ impl KvFormat for I8 {
     /// `qt`: (head_dim / 2) × NR packed pairs of i16 (an odd head_dim padded with 0), then the
     /// NR rows' scales.
     #[inline(always)]
-    fn prepare_queries<const NR: usize>(q: &[f32], qt: &mut [f32]) {
+    fn prepare_queries<S: Simd, const NR: usize>(s: S, q: &[f32], qt: &mut [f32]) {
         let hd = q.len() / NR;
-        let pairs = hd.div_ceil(2);
+        let (pairs, full) = (hd.div_ceil(2), hd / S::LANES * S::LANES);
         let (packed, scales) = qt[..NR * (pairs + 1)].split_at_mut(NR * pairs);
         let packed: &mut [i32] = bytemuck::cast_slice_mut(packed);
+        // One row's levels, consecutive (so pairs of them are the packed lanes), zero-padded.
+        let mut levels = [0i16; MAX_INT8_HEAD_DIM + 1];
         for (j, row) in q.chunks_exact(hd).enumerate() {
-            let max = row.iter().fold(0f32, |a, x| a.max(x.abs()));
+            let mut max = s.zero();
+            for d in (0..full).step_by(S::LANES) {
+                max = s.max(max, s.abs(s.load(&row[d..])));
+            }
+            let max = row[full..].iter().fold(s.reduce_max(max), |a, x| a.max(x.abs()));
             scales[j] = max / I16_LEVELS;
             let inv = if max > 0.0 { I16_LEVELS / max } else { 0.0 };
-            let level = |d: usize| row.get(d).map_or(0, |&x| (x * inv).round().clamp(-I16_LEVELS, I16_LEVELS) as i32);
-            for i in 0..pairs {
-                packed[i * NR + j] = pack_i16(level(2 * i), level(2 * i + 1));
+            for d in (0..full).step_by(S::LANES) {
+                s.store_i16(s.round_nearest(s.mul(s.load(&row[d..]), s.splat(inv))), &mut levels[d..]);
+            }
+            for d in full..hd {
+                levels[d] = (row[d] * inv).round_ties_even() as i16;
+            }
+            for (i, pair) in levels[..2 * pairs].chunks_exact(2).enumerate() {
+                packed[i * NR + j] = pack_i16(pair[0] as i32, pair[1] as i32);
             }
         }
     }
@@ -484,7 +496,7 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
     let bytes = bs * hd_s * K::BYTES;
     // Each chunk of rows' queries in the form `scores` reads.
     let qs = K::query_slots(hd);
-    by_row_chunks!(n_rows, |r0, NR| K::prepare_queries::<NR>(&rows.q[r0 * hd..(r0 + NR) * hd], &mut rows.qt[r0 * qs..(r0 + NR) * qs]));
+    by_row_chunks!(n_rows, |r0, NR| K::prepare_queries::<S, NR>(s, &rows.q[r0 * hd..(r0 + NR) * hd], &mut rows.qt[r0 * qs..(r0 + NR) * qs]));
     // The first slot of one of this head's blocks.
     let slot_of = |block: u32| (kv.head * l.n_blocks + block as usize) * bs;
     for (ci, chunk) in kv.blocks.chunks(per_chunk).enumerate() {
