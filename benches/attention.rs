@@ -104,7 +104,7 @@ fn bench(c: &mut Criterion) {
         }
     }
     if !decode.is_empty() {
-        println!("\ndecode attention (KV cold), {threads} threads, {}: 5 rounds of (bandwidth probe, 5 calls); medians", cpu.isa());
+        println!("\ndecode attention (KV cold), {threads} threads, {}: 9 rounds of (probe, 9 calls, probe); medians", cpu.isa());
         println!("{:<36} {:>10} {:>9} {:>9} {:>8}", "kernel", "µs", "GB/s", "bw GB/s", "of bw");
         for r in &decode {
             println!("{:<36} {:>10.1} {:>9.1} {:>9.1} {:>7.0}%", r.id, r.seconds * 1e6, r.work / r.seconds / 1e9, r.bandwidth / 1e9, 100.0 * r.ratio);

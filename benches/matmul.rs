@@ -130,7 +130,7 @@ fn bench(c: &mut Criterion) {
     }
 
     if !decode.is_empty() {
-        println!("\ndecode (m = 1, weights cold), {threads} threads: 5 rounds of (bandwidth probe, 5 calls); medians");
+        println!("\ndecode (m = 1, weights cold), {threads} threads: 9 rounds of (probe, 9 calls, probe); medians");
         println!("{:<44} {:>10} {:>9} {:>9} {:>8}", "kernel", "µs", "GB/s", "bw GB/s", "of bw");
         for r in &decode {
             let gbs = r.work / r.seconds / 1e9;

@@ -170,15 +170,19 @@ pub fn median_time(runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 
-/// A decode kernel judged against the bandwidth next to it: 5 rounds of (quick probe, 5 timed
-/// calls of `call`, each streaming `bytes`). The bandwidth this VM gets moves with its
-/// neighbours' load, so each round's speed is divided by the probe taken right beside it.
+/// A decode kernel judged against the bandwidth next to it: 9 rounds of (quick probe, 9 timed
+/// calls of `call`, each streaming `bytes`, quick probe again). The bandwidth this VM gets moves
+/// with its neighbours' load within seconds (measured: 43 to 79 GB/s between consecutive
+/// 1-second reads), so each round's speed is divided by the mean of the two probes bracketing
+/// it, each over a quarter of `probe` (still far larger than the caches) to stay close in time.
 /// Returns the medians of (bandwidth, per-round ratio, seconds per call).
 pub fn against_bandwidth(pool: &rayon::ThreadPool, probe: &[u64], threads: usize, bytes: usize, mut call: impl FnMut()) -> (f64, f64, f64) {
+    let probe = &probe[..probe.len() / 4];
     let (mut bws, mut ratios, mut times) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..5 {
-        let bw = read_bandwidth_quick(pool, probe, threads);
-        let t = median_time(5, &mut call);
+    for _ in 0..9 {
+        let before = read_bandwidth_quick(pool, probe, threads);
+        let t = median_time(9, &mut call);
+        let bw = (before + read_bandwidth_quick(pool, probe, threads)) / 2.0;
         ratios.push(bytes as f64 / t / bw);
         times.push(t);
         bws.push(bw);
