@@ -342,27 +342,30 @@ impl KvFormat for I8 {
         let ct = out.len() / NR;
         for tc in (0..row / 2).step_by(S::LANES) {
             let at = 2 * tc;
-            // Two accumulators per row (even and odd pairs) halve the dependency chains.
-            let (mut even, mut odd) = ([s.izero(); NR], [s.izero(); NR]);
-            let (two, q_two) = (keys.chunks_exact(2 * row), packed.chunks_exact(2));
-            let (k_last, q_last) = (two.remainder(), q_two.remainder());
-            for (k, q) in two.zip(q_two) {
-                let (k0, k1) = k.split_at(row);
-                let (k0, k1) = (s.load_i8_pairs(&k0[at..]), s.load_i8_pairs(&k1[at..]));
-                for j in 0..NR {
-                    even[j] = s.dot_i16(even[j], s.isplat(q[0][j]), k0);
-                    odd[j] = s.dot_i16(odd[j], s.isplat(q[1][j]), k1);
+            // Four accumulators per row (pairs of dimensions mod 4) quarter the dependency chains.
+            let mut a = [[s.izero(); NR]; 4];
+            let (four, q_four) = (keys.chunks_exact(4 * row), packed.chunks_exact(4));
+            let (k_rest, q_rest) = (four.remainder(), q_four.remainder());
+            for (k, q) in four.zip(q_four) {
+                let mut kv = [s.izero(); 4];
+                for (c, kv) in kv.iter_mut().enumerate() {
+                    *kv = s.load_i8_pairs(&k[c * row + at..]);
+                }
+                for c in 0..4 {
+                    for j in 0..NR {
+                        a[c][j] = s.dot_i16(a[c][j], s.isplat(q[c][j]), kv[c]);
+                    }
                 }
             }
-            if let [q] = q_last {
-                let k = s.load_i8_pairs(&k_last[at..]);
+            for (c, (k, q)) in k_rest.chunks_exact(row).zip(q_rest).enumerate() {
+                let k = s.load_i8_pairs(&k[at..]);
                 for j in 0..NR {
-                    even[j] = s.dot_i16(even[j], s.isplat(q[j]), k);
+                    a[c][j] = s.dot_i16(a[c][j], s.isplat(q[j]), k);
                 }
             }
             let k_scale = s.load(&k_scale[tc..]);
             for j in 0..NR {
-                let dot = s.to_f32(s.iadd(even[j], odd[j]));
+                let dot = s.to_f32(s.iadd(s.iadd(a[0][j], a[1][j]), s.iadd(a[2][j], a[3][j])));
                 s.store(s.mul(dot, s.mul(k_scale, s.splat(q_scale[j]))), &mut out[j * ct + col + tc..]);
             }
         }
