@@ -120,10 +120,10 @@ pub fn int8_kernel_error_bound(
     v_max: f64,
     n_keys: usize,
 ) -> f64 {
-    const LEVELS: f64 = 32767.0;
-    let score_err = 0.51 * q_absmax / LEVELS * head_dim as f64 * k_max;
-    let chunk = crate::backend::cpu::kernels::attend::CHUNK_TOKENS as f64;
-    bound(head_dim, block_size, score_mag, score_err, v_max, n_keys) + chunk * 0.51 / LEVELS * v_max
+    use crate::backend::cpu::kernels::attend::{CHUNK_TOKENS, I16_LEVELS};
+    let levels = I16_LEVELS as f64;
+    let score_err = 0.51 * q_absmax / levels * head_dim as f64 * k_max;
+    bound(head_dim, block_size, score_mag, score_err, v_max, n_keys) + CHUNK_TOKENS as f64 * 0.51 / levels * v_max
 }
 
 /// Extra error of an int8 cache against the same data stored in f32, per output element.

@@ -73,9 +73,10 @@ impl std::str::FromStr for KvDtype {
 
 #[derive(Debug)]
 struct Layer {
-    /// (n_kv_heads, n_blocks, head_dim, block_size) elements
+    /// (n_kv_heads, n_blocks, block_size · stored_head_dim) elements, arranged per block as
+    /// the module documentation says
     k: Vec<u8>,
-    /// (n_kv_heads, n_blocks, block_size, head_dim) elements
+    /// likewise
     v: Vec<u8>,
     /// (n_kv_heads, n_blocks, block_size); empty unless int8
     k_scale: Vec<f32>,

@@ -21,7 +21,7 @@ use super::formats::FloatFormat;
 use super::math::exp;
 use crate::backend::cpu::simd::Simd;
 use crate::kv_cache::storage::{stored_head_dim, LayerView};
-use crate::kv_cache::MAX_INT8_HEAD_DIM;
+use crate::kv_cache::{KvDtype, MAX_INT8_HEAD_DIM};
 use std::ops::Range;
 
 /// How attention reads a KV storage format: each task's queries prepared once, then one block's
@@ -289,7 +289,7 @@ pub(crate) struct I8;
 
 /// The i16 range used by both quantizations (±32767: never −32768, so no pair product
 /// overflows).
-const I16_LEVELS: f32 = 32767.0;
+pub(crate) const I16_LEVELS: f32 = 32767.0;
 
 /// Two i16 as one 32-bit lane: `lo` in the low half.
 #[inline(always)]
@@ -411,7 +411,7 @@ impl KvFormat for I8 {
                 dc += S::LANES;
             }
         }
-        let hd_s = stored_head_dim(crate::kv_cache::KvDtype::I8, hd);
+        let hd_s = stored_head_dim(KvDtype::I8, hd);
         for d in full..hd {
             for (j, w) in w.iter().enumerate() {
                 let w: &[i16] = bytemuck::cast_slice(w);
@@ -439,7 +439,7 @@ fn i8_accumulate_cols<S: Simd, const NR: usize, const W: usize>(
     dc: usize,
 ) {
     let hd = acc.len() / NR;
-    let row = 2 * stored_head_dim(crate::kv_cache::KvDtype::I8, hd); // bytes of a pair of tokens
+    let row = 2 * stored_head_dim(KvDtype::I8, hd); // bytes of a pair of tokens
     let width = 2 * S::LANES;
     let mut a = [[s.izero(); W]; NR];
     for b in blocks {
