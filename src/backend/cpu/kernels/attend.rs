@@ -30,13 +30,18 @@ pub(crate) trait KvFormat {
     const BYTES: usize;
     /// Int8: each token has a scale for its keys and one for its values.
     const SCALED: bool;
+    /// Whether `scores` and `accumulate` prefetch the blocks [`PREFETCH_BYTES`] ahead from
+    /// inside their loops; if not, `attend` prefetches the next block's keys and values whole at
+    /// its start.
+    const PREFETCH_IN_LOOPS: bool;
     /// f32 slots of prepared queries per row (at most [`query_scratch`]).
     fn query_slots(head_dim: usize) -> usize;
     /// `q`: `NR` rows of (head_dim) scaled queries; `qt`: their `NR · query_slots` prepared form.
     fn prepare_queries<S: Simd, const NR: usize>(s: S, q: &[f32], qt: &mut [f32]);
     /// Scores of `NR` rows against one block's `block_size` tokens: `keys` the block's keys,
     /// `out` (NR, chunk tokens) of which columns `col .. col + block_size` are written.
-    fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], k_scale: &[f32], out: &mut [f32], col: usize);
+    /// `ahead`: the keys of a block further on (or empty), prefetched as `keys` is read.
+    fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], ahead: &[u8], k_scale: &[f32], out: &mut [f32], col: usize);
     /// `acc[j] += Σ_t p[j][t] · v[t]` over the chunk's live blocks: `p` is (NR, chunk tokens),
     /// zero wherever row `j` must not see token `t`; `acc` (NR, head_dim).
     fn accumulate<S: Simd, const NR: usize>(s: S, p: &[f32], blocks: &[LiveBlock], acc: &mut [f32]);
@@ -46,13 +51,15 @@ pub(crate) trait KvFormat {
 /// (the others may hold anything, NaN included) and its first column in the chunk.
 pub(crate) struct LiveBlock<'a> {
     values: &'a [u8],
+    /// the values of a block further on (or empty), prefetched as `values` is read
+    ahead: &'a [u8],
     v_scale: &'a [f32],
     tokens: Range<usize>,
     col: usize,
 }
 
 impl LiveBlock<'static> {
-    const NONE: LiveBlock<'static> = LiveBlock { values: &[], v_scale: &[], tokens: 0..0, col: 0 };
+    const NONE: LiveBlock<'static> = LiveBlock { values: &[], ahead: &[], v_scale: &[], tokens: 0..0, col: 0 };
 }
 
 /// Which keys a task reads: one head of a run of one sequence's blocks.
@@ -95,6 +102,22 @@ pub(crate) struct AttnRows<'a> {
 /// with the chunk shrunk to keep scores and accumulators within L1.)
 pub(crate) const CHUNK_TOKENS: usize = 64;
 
+/// How far ahead the float formats prefetch each of a task's streams (keys, values), in bytes of
+/// that stream, rounded up to whole blocks: more than one core's latency × bandwidth here
+/// (~250 ns × 20–30 GB/s). The prefetches are spread through the hot loops, one per cache line
+/// read (the same bytes of the block that far on), rather than a block's worth at its start: a
+/// burst of prefetches overruns the core's miss queues, and the transfer then adds to the
+/// compute instead of overlapping it (a synthetic stream with as much arithmetic per line ran at
+/// 15–20 GB/s with 8–16 KiB bursts, 34–54 with one prefetch per line).
+/// Measured against one block ahead at its start (KV from memory, ctx 4096, 2 threads,
+/// alternating binaries, median µs): SmolLM2 geometry f32 176 → 159, f16 100 → 90; Llama-8B
+/// f32 1278 → 946, f16 610 → 500; ctx 1024 f16 29 → 24 (SmolLM2), 135 → 118 (Llama-8B); decode
+/// of the SmolLM2 model at ~1100 tokens of context, f16 cache, 3.49 → 3.27 ms per token. The
+/// cost: in cache (the KV of one layer resident, which decode never sees: a token streams all
+/// the weights between two reads of a layer's cache) f32 +8%, f16 +22%; prefill unchanged (only
+/// its first group of rows prefetches). 2 KiB and 8 KiB measured no better.
+const PREFETCH_BYTES: usize = 4096;
+
 /// Most blocks in a chunk (the smallest block size the cache allows is 16).
 const MAX_CHUNK_BLOCKS: usize = CHUNK_TOKENS / 16;
 
@@ -113,6 +136,7 @@ pub(crate) fn query_scratch(head_dim: usize) -> usize {
 impl<K: FloatFormat> KvFormat for K {
     const BYTES: usize = <K as FloatFormat>::BYTES;
     const SCALED: bool = false;
+    const PREFETCH_IN_LOOPS: bool = true;
     fn query_slots(head_dim: usize) -> usize {
         head_dim
     }
@@ -126,13 +150,22 @@ impl<K: FloatFormat> KvFormat for K {
         }
     }
     #[inline(always)]
-    fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], _: &[f32], out: &mut [f32], col: usize) {
-        float_scores::<S, K, NR>(s, qt.as_chunks::<NR>().0, keys, out, col)
+    fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], ahead: &[u8], _: &[f32], out: &mut [f32], col: usize) {
+        let qt = qt.as_chunks::<NR>().0;
+        if ahead.is_empty() {
+            float_scores::<S, K, NR, false>(s, qt, keys, ahead, out, col)
+        } else {
+            float_scores::<S, K, NR, true>(s, qt, keys, ahead, out, col)
+        }
     }
     #[inline(always)]
     fn accumulate<S: Simd, const NR: usize>(s: S, p: &[f32], blocks: &[LiveBlock], acc: &mut [f32]) {
         for b in blocks {
-            float_accumulate::<S, K, NR>(s, p, b.col, b.values, b.tokens.clone(), acc);
+            if b.ahead.is_empty() {
+                float_accumulate::<S, K, NR, false>(s, p, b.col, b.values, b.ahead, b.tokens.clone(), acc);
+            } else {
+                float_accumulate::<S, K, NR, true>(s, p, b.col, b.values, b.ahead, b.tokens.clone(), acc);
+            }
         }
     }
 }
@@ -143,7 +176,7 @@ impl<K: FloatFormat> KvFormat for K {
 /// pairs per 6 multiply-adds before; alone this measured within noise, together with the rest
 /// of that step ×1.1–1.45.)
 #[inline(always)]
-fn float_scores<S: Simd, K: FloatFormat, const NR: usize>(s: S, qt: &[[f32; NR]], keys: &[u8], out: &mut [f32], col: usize) {
+fn float_scores<S: Simd, K: FloatFormat, const NR: usize, const PF: bool>(s: S, qt: &[[f32; NR]], keys: &[u8], ahead: &[u8], out: &mut [f32], col: usize) {
     let row = keys.len() / qt.len(); // bytes of one d's block_size keys
     let ct = out.len() / NR;
     for tc in (0..row / K::BYTES).step_by(S::LANES) {
@@ -152,7 +185,10 @@ fn float_scores<S: Simd, K: FloatFormat, const NR: usize>(s: S, qt: &[[f32; NR]]
         let (mut even, mut odd) = ([s.zero(); NR], [s.zero(); NR]);
         let (pairs, q_pairs) = (keys.chunks_exact(2 * row), qt.chunks_exact(2));
         let (k_last, q_last) = (pairs.remainder(), q_pairs.remainder());
-        for (k, q) in pairs.zip(q_pairs) {
+        for (i, (k, q)) in pairs.zip(q_pairs).enumerate() {
+            if PF && tc == 0 {
+                prefetch_lines(s, ahead, i * 2 * row, 2 * row);
+            }
             let (k0, k1) = k.split_at(row);
             let (k0, k1) = (K::load(s, &k0[at..]), K::load(s, &k1[at..]));
             for j in 0..NR {
@@ -161,6 +197,9 @@ fn float_scores<S: Simd, K: FloatFormat, const NR: usize>(s: S, qt: &[[f32; NR]]
             }
         }
         if let [q] = q_last {
+            if PF && tc == 0 {
+                prefetch_lines(s, ahead, keys.len() - row, row);
+            }
             let k = K::load(s, &k_last[at..]);
             for j in 0..NR {
                 even[j] = s.mul_add(s.splat(q[j]), k, even[j]);
@@ -178,11 +217,12 @@ const MAX_BLOCK: usize = 32;
 /// `acc[j] += Σ_t p[j][col + t] · v[t]` for `NR` rows over tokens `tokens` of one block: `p` is
 /// (NR, chunk tokens), `values` the block's (block_size, head_dim), `acc` (NR, head_dim).
 #[inline(always)]
-fn float_accumulate<S: Simd, K: FloatFormat, const NR: usize>(
+fn float_accumulate<S: Simd, K: FloatFormat, const NR: usize, const PF: bool>(
     s: S,
     p: &[f32],
     col: usize,
     values: &[u8],
+    ahead: &[u8],
     tokens: Range<usize>,
     acc: &mut [f32],
 ) {
@@ -196,6 +236,7 @@ fn float_accumulate<S: Simd, K: FloatFormat, const NR: usize>(
     }
     let weights = &weights[..tokens.len()];
     let values = &values[tokens.start * hd * K::BYTES..tokens.end * hd * K::BYTES];
+    let ahead = ahead.get(tokens.start * hd * K::BYTES..).unwrap_or(&[]);
     let full = hd / S::LANES * S::LANES;
     // Column passes of up to 4 vectors (2 on 16-register ISAs): NR × 4 accumulators stay in
     // registers while each token's weights are broadcast once per pass.
@@ -203,13 +244,13 @@ fn float_accumulate<S: Simd, K: FloatFormat, const NR: usize>(
     while dc < full {
         if full - dc >= wide::<S>() * S::LANES {
             if wide::<S>() == 4 {
-                float_accumulate_cols::<S, K, NR, 4>(s, weights, values, acc, dc);
+                float_accumulate_cols::<S, K, NR, 4, PF>(s, weights, values, ahead, acc, dc);
             } else {
-                float_accumulate_cols::<S, K, NR, 2>(s, weights, values, acc, dc);
+                float_accumulate_cols::<S, K, NR, 2, PF>(s, weights, values, ahead, acc, dc);
             }
             dc += wide::<S>() * S::LANES;
         } else {
-            float_accumulate_cols::<S, K, NR, 1>(s, weights, values, acc, dc);
+            float_accumulate_cols::<S, K, NR, 1, PF>(s, weights, values, ahead, acc, dc);
             dc += S::LANES;
         }
     }
@@ -233,10 +274,11 @@ const fn wide<S: Simd>() -> usize {
 /// [`float_accumulate`] for columns `dc .. dc + W · LANES`, tokens outermost: `weights` (tokens)
 /// × NR, `values` (tokens, head_dim).
 #[inline(always)]
-fn float_accumulate_cols<S: Simd, K: FloatFormat, const NR: usize, const W: usize>(
+fn float_accumulate_cols<S: Simd, K: FloatFormat, const NR: usize, const W: usize, const PF: bool>(
     s: S,
     weights: &[[f32; NR]],
     values: &[u8],
+    ahead: &[u8],
     acc: &mut [f32],
     dc: usize,
 ) {
@@ -250,7 +292,10 @@ fn float_accumulate_cols<S: Simd, K: FloatFormat, const NR: usize, const W: usiz
             *a = s.load(&acc[j * hd + dc + i * S::LANES..]);
         }
     }
-    for (w, row) in weights.iter().zip(values.chunks_exact(hd * K::BYTES)) {
+    for (t, (w, row)) in weights.iter().zip(values.chunks_exact(hd * K::BYTES)).enumerate() {
+        if PF {
+            prefetch_lines(s, ahead, (t * hd + dc) * K::BYTES, W * width);
+        }
         let row = &row[dc * K::BYTES..][..W * width];
         let mut v = [s.zero(); W];
         for (i, v) in v.iter_mut().enumerate() {
@@ -300,6 +345,10 @@ fn pack_i16(lo: i32, hi: i32) -> i32 {
 impl KvFormat for I8 {
     const BYTES: usize = 1;
     const SCALED: bool = true;
+    /// Int8's loops run at the multiply ports' limit: a prefetch per line inside them measured
+    /// +22–30% in cache (ctx 4096, SmolLM2 geometry 30 → 40 µs), within ±10% either way from
+    /// memory, and the SmolLM2 model's decode at ~1100 tokens 7–8% slower (two runs).
+    const PREFETCH_IN_LOOPS: bool = false;
     fn query_slots(head_dim: usize) -> usize {
         head_dim.div_ceil(2) + 1
     }
@@ -334,7 +383,7 @@ impl KvFormat for I8 {
     }
     /// `keys`: the block's (head_dim / 2, block_size, 2) int8 keys.
     #[inline(always)]
-    fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], k_scale: &[f32], out: &mut [f32], col: usize) {
+    fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], _: &[u8], k_scale: &[f32], out: &mut [f32], col: usize) {
         let pairs = qt.len() / NR - 1;
         let (packed, q_scale) = qt.split_at(NR * pairs);
         let packed: &[[i32; NR]] = bytemuck::cast_slice::<f32, i32>(packed).as_chunks::<NR>().0;
@@ -469,6 +518,16 @@ fn i8_accumulate_cols<S: Simd, const NR: usize, const W: usize>(
     }
 }
 
+/// Prefetches the cache lines of `ahead[from..from + len]`: the same bytes of a block further on
+/// as a loop step reads of the current one (every call site stays within `ahead`; a prefetch
+/// past it would only be wasted).
+#[inline(always)]
+fn prefetch_lines<S: Simd>(s: S, ahead: &[u8], from: usize, len: usize) {
+    for at in (from..from + len).step_by(64) {
+        s.prefetch(ahead, at);
+    }
+}
+
 /// Calls `f::<NR>` on consecutive chunks of up to 4 rows (the register tile).
 macro_rules! by_row_chunks {
     ($n_rows:expr, |$r0:ident, $nr:ident| $body:expr) => {{
@@ -497,11 +556,21 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
     let (lo_all, hi_all) = (rows.lo.iter().copied().min().unwrap_or(0), rows.hi.iter().copied().max().unwrap_or(0));
     let hd_s = stored_head_dim(l.dtype, hd);
     let bytes = bs * hd_s * K::BYTES;
+    let ahead_blocks = if K::PREFETCH_IN_LOOPS { PREFETCH_BYTES.div_ceil(bytes) } else { 1 };
+    // The first slot of one of this head's blocks.
+    let slot_of = |block: u32| (kv.head * l.n_blocks + block as usize) * bs;
+    // The task's first blocks, which no earlier block prefetches (keys first: read first); the
+    // query preparation below overlaps their transfer.
+    if K::PREFETCH_IN_LOOPS {
+        for pool in [l.k, l.v] {
+            for &block in &kv.blocks[..ahead_blocks.min(kv.blocks.len())] {
+                prefetch_lines(s, &pool[slot_of(block) * hd_s * K::BYTES..][..bytes], 0, bytes);
+            }
+        }
+    }
     // Each chunk of rows' queries in the form `scores` reads.
     let qs = K::query_slots(hd);
     by_row_chunks!(n_rows, |r0, NR| K::prepare_queries::<S, NR>(s, &rows.q[r0 * hd..(r0 + NR) * hd], &mut rows.qt[r0 * qs..(r0 + NR) * qs]));
-    // The first slot of one of this head's blocks.
-    let slot_of = |block: u32| (kv.head * l.n_blocks + block as usize) * bs;
     for (ci, chunk) in kv.blocks.chunks(per_chunk).enumerate() {
         let p0 = kv.first_pos + ci * ct;
         // Tokens of this chunk that exist and that some row may see.
@@ -515,14 +584,15 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
         let live = |b: usize| (t_lo.max(b * bs) - b * bs)..(t_hi.min((b + 1) * bs).max(b * bs) - b * bs);
 
         for (b, &block) in chunk.iter().enumerate() {
-            // The next block (usually adjacent): its keys and values, line by line. One block
-            // ahead measured best (same-process A/B, 2 threads, KV cold): +6–14% f32, up to
-            // +30% int8 over no prefetch; a whole chunk ahead was slower than none.
-            if let Some(&next) = kv.blocks.get(ci * per_chunk + b + 1) {
-                let at = slot_of(next) * hd_s * K::BYTES;
+            let ahead = kv.blocks.get(ci * per_chunk + b + ahead_blocks).map(|&a| slot_of(a));
+            if !K::PREFETCH_IN_LOOPS && let Some(a) = ahead {
+                // The whole block, keys and values line by line. The bounds-checked slicing paces
+                // the burst: the same loop unchecked measured 20–25% slower from memory (int8,
+                // Llama-8B geometry, ctx 4096), prefetches presumably dropped on full queues.
+                let at = a * hd_s * K::BYTES;
                 for line in (0..bytes).step_by(64) {
-                    s.prefetch(&l.k[at + line..]);
-                    s.prefetch(&l.v[at + line..]);
+                    s.prefetch(&l.k[at + line..], 0);
+                    s.prefetch(&l.v[at + line..], 0);
                 }
             }
             if live(b).is_empty() {
@@ -530,11 +600,16 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
             }
             let slot0 = slot_of(block);
             let keys = &l.k[slot0 * hd_s * K::BYTES..][..bytes];
+            let ahead = match ahead {
+                Some(a) if K::PREFETCH_IN_LOOPS => &l.k[a * hd_s * K::BYTES..][..bytes],
+                _ => &[][..],
+            };
             let k_scale = if K::SCALED { &l.k_scale[slot0..slot0 + bs] } else { &[][..] };
             by_row_chunks!(n_rows, |r0, NR| K::scores::<S, NR>(
                 s,
                 &rows.qt[r0 * qs..(r0 + NR) * qs],
                 keys,
+                if r0 == 0 { ahead } else { &[] },
                 k_scale,
                 &mut rows.s[r0 * ct..(r0 + NR) * ct],
                 b * bs
@@ -599,15 +674,17 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
             let slot0 = slot_of(block);
             let values = &l.v[slot0 * hd_s * K::BYTES..][..bytes];
             let v_scale = if K::SCALED { &l.v_scale[slot0..slot0 + bs] } else { &[][..] };
-            blocks[n_live] = LiveBlock { values, v_scale, tokens, col: b * bs };
+            let ahead = match kv.blocks.get(ci * per_chunk + b + ahead_blocks) {
+                Some(&a) if K::PREFETCH_IN_LOOPS => &l.v[slot_of(a) * hd_s * K::BYTES..][..bytes],
+                _ => &[][..],
+            };
+            blocks[n_live] = LiveBlock { values, ahead, v_scale, tokens, col: b * bs };
             n_live += 1;
         }
-        by_row_chunks!(n_rows, |r0, NR| K::accumulate::<S, NR>(
-            s,
-            &rows.s[r0 * ct..(r0 + NR) * ct],
-            &blocks[..n_live],
-            &mut rows.acc[r0 * hd..(r0 + NR) * hd]
-        ));
+        by_row_chunks!(n_rows, |r0, NR| {
+            K::accumulate::<S, NR>(s, &rows.s[r0 * ct..(r0 + NR) * ct], &blocks[..n_live], &mut rows.acc[r0 * hd..(r0 + NR) * hd]);
+            // The other row groups read the same values: one prefetch is enough.
+            blocks[..n_live].iter_mut().for_each(|b| b.ahead = &[]);
+        });
     }
 }
-

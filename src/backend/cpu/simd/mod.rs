@@ -126,8 +126,10 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn gmul_add(self, a: Self::G, s: f32, acc: Self::G) -> Self::G;
     fn gsum(self, v: Self::G) -> f32;
 
-    /// Hints that the cache line holding `x[0]` will be read soon (no-op where unsupported).
-    fn prefetch(self, x: &[u8]);
+    /// Hints that the cache line holding byte `at` of `x` will be read soon (no-op where
+    /// unsupported). Unchecked, for hot loops: an `at` past the end only wastes a request (a
+    /// prefetch never faults and reads nothing architecturally).
+    fn prefetch(self, x: &[u8], at: usize);
 
     /// A little-endian f16 as f32 (hardware conversion where available).
     fn f16_to_f32(self, h: [u8; 2]) -> f32;

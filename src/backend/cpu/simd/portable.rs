@@ -234,7 +234,7 @@ impl Simd for Portable {
         self.sum(v)
     }
     #[inline(always)]
-    fn prefetch(self, _x: &[u8]) {}
+    fn prefetch(self, _x: &[u8], _at: usize) {}
     #[inline(always)]
     fn f16_to_f32(self, h: [u8; 2]) -> f32 {
         Scalar.f16_to_f32(h)

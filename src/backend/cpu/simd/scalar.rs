@@ -257,7 +257,7 @@ impl Simd for Scalar {
         self.sum(v)
     }
     #[inline(always)]
-    fn prefetch(self, _x: &[u8]) {}
+    fn prefetch(self, _x: &[u8], _at: usize) {}
     #[inline(always)]
     fn f16_to_f32(self, h: [u8; 2]) -> f32 {
         f16_bits_to_f32(u16::from_le_bytes(h))

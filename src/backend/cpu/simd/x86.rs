@@ -408,11 +408,10 @@ impl Simd for Avx2 {
         self.sum(v)
     }
     #[inline(always)]
-    fn prefetch(self, x: &[u8]) {
-        if let Some(b) = x.first() {
-            // SAFETY: token ⇒ SSE; a prefetch never faults, and the address is in bounds anyway.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>((b as *const u8).cast()) }
-        }
+    fn prefetch(self, x: &[u8], at: usize) {
+        // SAFETY: token ⇒ SSE; a prefetch never faults or reads architecturally, so any
+        // address will do (`wrapping_add` keeps the pointer arithmetic itself defined).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().wrapping_add(at).cast()) }
     }
     #[inline(always)]
     fn f16_to_f32(self, h: [u8; 2]) -> f32 {
@@ -746,11 +745,10 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
         unsafe { ymm::sum(v) }
     }
     #[inline(always)]
-    fn prefetch(self, x: &[u8]) {
-        if let Some(b) = x.first() {
-            // SAFETY: token ⇒ SSE; a prefetch never faults, and the address is in bounds anyway.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>((b as *const u8).cast()) }
-        }
+    fn prefetch(self, x: &[u8], at: usize) {
+        // SAFETY: token ⇒ SSE; a prefetch never faults or reads architecturally, so any
+        // address will do (`wrapping_add` keeps the pointer arithmetic itself defined).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().wrapping_add(at).cast()) }
     }
     #[inline(always)]
     fn f16_to_f32(self, h: [u8; 2]) -> f32 {
