@@ -52,6 +52,12 @@ fn check_words<S: Simd>(s: S, a: &[u8; 64], b: &[i8; 64]) {
         assert!((*r as f64 - *x as f64).abs() <= 0.5, "round_nearest({x}) = {r}");
     }
 
+    // prefetch is a hint at any offset: inside, far past the end, of an empty slice.
+    for at in [0, n - 1, n, 1 << 40, usize::MAX] {
+        s.prefetch(a, at);
+        s.prefetch(&[], at);
+    }
+
     // Block words: one 32-byte block.
     let a32: &[u8; 32] = a7[..32].try_into().unwrap();
     let b32: &[u8; 32] = b_u8[..32].try_into().unwrap();
