@@ -30,9 +30,9 @@ pub(crate) trait KvFormat {
     const BYTES: usize;
     /// Int8: each token has a scale for its keys and one for its values.
     const SCALED: bool;
-    /// Whether `scores` and `accumulate` prefetch the blocks [`PREFETCH_BYTES`] ahead from
-    /// inside their loops; if not, `attend` prefetches the next block's keys and values whole at
-    /// its start.
+    /// How the blocks [`PREFETCH_BYTES`] ahead are prefetched: line by line inside the loops of
+    /// `scores` and `accumulate` (true), or each whole — its keys by `attend` as a block's
+    /// scores start, its values by `accumulate` as a block's values start (false).
     const PREFETCH_IN_LOOPS: bool;
     /// f32 slots of prepared queries per row (at most [`query_scratch`]).
     fn query_slots(head_dim: usize) -> usize;
@@ -40,7 +40,8 @@ pub(crate) trait KvFormat {
     fn prepare_queries<S: Simd, const NR: usize>(s: S, q: &[f32], qt: &mut [f32]);
     /// Scores of `NR` rows against one block's `block_size` tokens: `keys` the block's keys,
     /// `out` (NR, chunk tokens) of which columns `col .. col + block_size` are written.
-    /// `ahead`: the keys of a block further on (or empty), prefetched as `keys` is read.
+    /// `ahead`: the keys of the block [`PREFETCH_BYTES`] on, to prefetch line by line as `keys` is
+    /// read (empty: none, or the format prefetches whole blocks).
     fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], ahead: &[u8], k_scale: &[f32], out: &mut [f32], col: usize);
     /// `acc[j] += Σ_t p[j][t] · v[t]` over the chunk's live blocks: `p` is (NR, chunk tokens),
     /// zero wherever row `j` must not see token `t`; `acc` (NR, head_dim).
@@ -51,7 +52,8 @@ pub(crate) trait KvFormat {
 /// (the others may hold anything, NaN included) and its first column in the chunk.
 pub(crate) struct LiveBlock<'a> {
     values: &'a [u8],
-    /// the values of a block further on (or empty), prefetched as `values` is read
+    /// the values of the block [`PREFETCH_BYTES`] on (or empty), prefetched while `values` is
+    /// read (see [`KvFormat::PREFETCH_IN_LOOPS`])
     ahead: &'a [u8],
     v_scale: &'a [f32],
     tokens: Range<usize>,
@@ -346,8 +348,11 @@ impl KvFormat for I8 {
     const BYTES: usize = 1;
     const SCALED: bool = true;
     /// Int8's loops run at the multiply ports' limit: a prefetch per line inside them measured
-    /// +22–30% in cache (ctx 4096, SmolLM2 geometry 30 → 40 µs), within ±10% either way from
-    /// memory, and the SmolLM2 model's decode at ~1100 tokens 7–8% slower (two runs).
+    /// +22–30% in cache (ctx 4096, SmolLM2 geometry 30 → 40 µs) and within ±10% either way from
+    /// memory. Whole blocks, keys as their scores start and values as theirs do, 4 KiB ahead,
+    /// against the next block's keys and values together at its start (from memory, ctx 4096,
+    /// alternating variants, median µs): SmolLM2 geometry 58 → 52, Llama-8B 342 → 310; ctx 1024
+    /// 16.7 → 16.2 and 72 → 68; in cache unchanged.
     const PREFETCH_IN_LOOPS: bool = false;
     fn query_slots(head_dim: usize) -> usize {
         head_dim.div_ceil(2) + 1
@@ -492,6 +497,12 @@ fn i8_accumulate_cols<S: Simd, const NR: usize, const W: usize>(
     let width = 2 * S::LANES;
     let mut a = [[s.izero(); W]; NR];
     for b in blocks {
+        if dc == 0 {
+            // The values of the block [`PREFETCH_BYTES`] on, whole (see `I8::PREFETCH_IN_LOOPS`).
+            for line in (0..b.ahead.len()).step_by(64) {
+                s.prefetch(&b.ahead[line..], 0);
+            }
+        }
         let pairs = b.tokens.start / 2..b.tokens.end.div_ceil(2);
         let values = &b.values[pairs.start * row..pairs.end * row];
         for (tp, pair) in pairs.zip(values.chunks_exact(row)) {
@@ -556,16 +567,14 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
     let (lo_all, hi_all) = (rows.lo.iter().copied().min().unwrap_or(0), rows.hi.iter().copied().max().unwrap_or(0));
     let hd_s = stored_head_dim(l.dtype, hd);
     let bytes = bs * hd_s * K::BYTES;
-    let ahead_blocks = if K::PREFETCH_IN_LOOPS { PREFETCH_BYTES.div_ceil(bytes) } else { 1 };
+    let ahead_blocks = PREFETCH_BYTES.div_ceil(bytes);
     // The first slot of one of this head's blocks.
     let slot_of = |block: u32| (kv.head * l.n_blocks + block as usize) * bs;
     // The task's first blocks, which no earlier block prefetches (keys first: read first); the
     // query preparation below overlaps their transfer.
-    if K::PREFETCH_IN_LOOPS {
-        for pool in [l.k, l.v] {
-            for &block in &kv.blocks[..ahead_blocks.min(kv.blocks.len())] {
-                prefetch_lines(s, &pool[slot_of(block) * hd_s * K::BYTES..][..bytes], 0, bytes);
-            }
+    for pool in [l.k, l.v] {
+        for &block in &kv.blocks[..ahead_blocks.min(kv.blocks.len())] {
+            prefetch_lines(s, &pool[slot_of(block) * hd_s * K::BYTES..][..bytes], 0, bytes);
         }
     }
     // Each chunk of rows' queries in the form `scores` reads.
@@ -586,13 +595,12 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
         for (b, &block) in chunk.iter().enumerate() {
             let ahead = kv.blocks.get(ci * per_chunk + b + ahead_blocks).map(|&a| slot_of(a));
             if !K::PREFETCH_IN_LOOPS && let Some(a) = ahead {
-                // The whole block, keys and values line by line. The bounds-checked slicing paces
-                // the burst: the same loop unchecked measured 20–25% slower from memory (int8,
-                // Llama-8B geometry, ctx 4096), prefetches presumably dropped on full queues.
+                // The block's keys whole, line by line (bounds-checked slicing, as measured: an
+                // unchecked burst of int8 keys and values measured 20–25% slower from memory,
+                // prefetches presumably dropped on full miss queues).
                 let at = a * hd_s * K::BYTES;
                 for line in (0..bytes).step_by(64) {
                     s.prefetch(&l.k[at + line..], 0);
-                    s.prefetch(&l.v[at + line..], 0);
                 }
             }
             if live(b).is_empty() {
@@ -675,7 +683,7 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
             let values = &l.v[slot0 * hd_s * K::BYTES..][..bytes];
             let v_scale = if K::SCALED { &l.v_scale[slot0..slot0 + bs] } else { &[][..] };
             let ahead = match kv.blocks.get(ci * per_chunk + b + ahead_blocks) {
-                Some(&a) if K::PREFETCH_IN_LOOPS => &l.v[slot_of(a) * hd_s * K::BYTES..][..bytes],
+                Some(&a) => &l.v[slot_of(a) * hd_s * K::BYTES..][..bytes],
                 _ => &[][..],
             };
             blocks[n_live] = LiveBlock { values, ahead, v_scale, tokens, col: b * bs };
