@@ -30,18 +30,14 @@ pub(crate) trait KvFormat {
     const BYTES: usize;
     /// Int8: each token has a scale for its keys and one for its values.
     const SCALED: bool;
-    /// How the blocks [`PREFETCH_BYTES`] ahead are prefetched: line by line inside the loops of
-    /// `scores` and `accumulate` (true), or each whole — its keys by `attend` as a block's
-    /// scores start, its values by `accumulate` as a block's values start (false).
-    const PREFETCH_IN_LOOPS: bool;
     /// f32 slots of prepared queries per row (at most [`query_scratch`]).
     fn query_slots(head_dim: usize) -> usize;
     /// `q`: `NR` rows of (head_dim) scaled queries; `qt`: their `NR · query_slots` prepared form.
     fn prepare_queries<S: Simd, const NR: usize>(s: S, q: &[f32], qt: &mut [f32]);
     /// Scores of `NR` rows against one block's `block_size` tokens: `keys` the block's keys,
     /// `out` (NR, chunk tokens) of which columns `col .. col + block_size` are written.
-    /// `ahead`: the keys of the block [`PREFETCH_BYTES`] on, to prefetch line by line as `keys` is
-    /// read (empty: none, or the format prefetches whole blocks).
+    /// `ahead`: the keys of the block [`PREFETCH_BYTES`] on (or empty), to prefetch while `keys`
+    /// is read — line by line inside the loop (float formats) or whole at the start ([`I8`]).
     fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], ahead: &[u8], k_scale: &[f32], out: &mut [f32], col: usize);
     /// `acc[j] += Σ_t p[j][t] · v[t]` over the chunk's live blocks: `p` is (NR, chunk tokens),
     /// zero wherever row `j` must not see token `t`; `acc` (NR, head_dim).
@@ -53,7 +49,7 @@ pub(crate) trait KvFormat {
 pub(crate) struct LiveBlock<'a> {
     values: &'a [u8],
     /// the values of the block [`PREFETCH_BYTES`] on (or empty), prefetched while `values` is
-    /// read (see [`KvFormat::PREFETCH_IN_LOOPS`])
+    /// read, as `KvFormat::scores` does with keys
     ahead: &'a [u8],
     v_scale: &'a [f32],
     tokens: Range<usize>,
@@ -104,9 +100,9 @@ pub(crate) struct AttnRows<'a> {
 /// with the chunk shrunk to keep scores and accumulators within L1.)
 pub(crate) const CHUNK_TOKENS: usize = 64;
 
-/// How far ahead the float formats prefetch each of a task's streams (keys, values), in bytes of
-/// that stream, rounded up to whole blocks: more than one core's latency × bandwidth here
-/// (~250 ns × 20–30 GB/s). The prefetches are spread through the hot loops, one per cache line
+/// How far ahead each of a task's streams (keys, values) is prefetched, in bytes of that stream,
+/// rounded up to whole blocks: more than one core's latency × bandwidth here (~250 ns × 20–30
+/// GB/s). The float formats spread the prefetches through their hot loops, one per cache line
 /// read (the same bytes of the block that far on), rather than a block's worth at its start: a
 /// burst of prefetches overruns the core's miss queues, and the transfer then adds to the
 /// compute instead of overlapping it (a synthetic stream with as much arithmetic per line ran at
@@ -117,7 +113,8 @@ pub(crate) const CHUNK_TOKENS: usize = 64;
 /// of the SmolLM2 model at ~1100 tokens of context, f16 cache, 3.49 → 3.27 ms per token. The
 /// cost: in cache (the KV of one layer resident, which decode never sees: a token streams all
 /// the weights between two reads of a layer's cache) f32 +8%, f16 +22%; prefill unchanged (only
-/// its first group of rows prefetches). 2 KiB and 8 KiB measured no better.
+/// its first group of rows prefetches). 2 KiB and 8 KiB measured no better (SmolLM2 geometry).
+/// Int8 prefetches whole blocks instead ([`prefetch_whole`]).
 const PREFETCH_BYTES: usize = 4096;
 
 /// Most blocks in a chunk (the smallest block size the cache allows is 16).
@@ -138,7 +135,6 @@ pub(crate) fn query_scratch(head_dim: usize) -> usize {
 impl<K: FloatFormat> KvFormat for K {
     const BYTES: usize = <K as FloatFormat>::BYTES;
     const SCALED: bool = false;
-    const PREFETCH_IN_LOOPS: bool = true;
     fn query_slots(head_dim: usize) -> usize {
         head_dim
     }
@@ -347,13 +343,6 @@ fn pack_i16(lo: i32, hi: i32) -> i32 {
 impl KvFormat for I8 {
     const BYTES: usize = 1;
     const SCALED: bool = true;
-    /// Int8's loops run at the multiply ports' limit: a prefetch per line inside them measured
-    /// +22–30% in cache (ctx 4096, SmolLM2 geometry 30 → 40 µs) and within ±10% either way from
-    /// memory. Whole blocks, keys as their scores start and values as theirs do, 4 KiB ahead,
-    /// against the next block's keys and values together at its start (from memory, ctx 4096,
-    /// alternating variants, median µs): SmolLM2 geometry 58 → 52, Llama-8B 342 → 310; ctx 1024
-    /// 16.7 → 16.2 and 72 → 68; in cache unchanged.
-    const PREFETCH_IN_LOOPS: bool = false;
     fn query_slots(head_dim: usize) -> usize {
         head_dim.div_ceil(2) + 1
     }
@@ -388,7 +377,8 @@ impl KvFormat for I8 {
     }
     /// `keys`: the block's (head_dim / 2, block_size, 2) int8 keys.
     #[inline(always)]
-    fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], _: &[u8], k_scale: &[f32], out: &mut [f32], col: usize) {
+    fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], ahead: &[u8], k_scale: &[f32], out: &mut [f32], col: usize) {
+        prefetch_whole(s, ahead);
         let pairs = qt.len() / NR - 1;
         let (packed, q_scale) = qt.split_at(NR * pairs);
         let packed: &[[i32; NR]] = bytemuck::cast_slice::<f32, i32>(packed).as_chunks::<NR>().0;
@@ -498,10 +488,7 @@ fn i8_accumulate_cols<S: Simd, const NR: usize, const W: usize>(
     let mut a = [[s.izero(); W]; NR];
     for b in blocks {
         if dc == 0 {
-            // The values of the block [`PREFETCH_BYTES`] on, whole (see `I8::PREFETCH_IN_LOOPS`).
-            for line in (0..b.ahead.len()).step_by(64) {
-                s.prefetch(&b.ahead[line..], 0);
-            }
+            prefetch_whole(s, b.ahead);
         }
         let pairs = b.tokens.start / 2..b.tokens.end.div_ceil(2);
         let values = &b.values[pairs.start * row..pairs.end * row];
@@ -536,6 +523,21 @@ fn i8_accumulate_cols<S: Simd, const NR: usize, const W: usize>(
 fn prefetch_lines<S: Simd>(s: S, ahead: &[u8], from: usize, len: usize) {
     for at in (from..from + len).step_by(64) {
         s.prefetch(ahead, at);
+    }
+}
+
+/// Prefetches all of `block` at once, line by line — int8's way: its loops run at the multiply
+/// ports' limit, and a prefetch per line inside them measured +22–30% in cache (ctx 4096,
+/// SmolLM2 geometry 30 → 40 µs) and within ±10% either way from memory. Whole blocks 4 KiB
+/// ahead, keys as a block's scores start and values as its value pass starts, against the next
+/// block's keys and values together at its start (from memory, ctx 4096, alternating variants,
+/// median µs): SmolLM2 geometry 58 → 52, Llama-8B 342 → 310; ctx 1024 16.7 → 16.2 and 72 → 68;
+/// in cache unchanged. (Bounds-checked slicing, as measured: the old whole-block loop made
+/// unchecked measured 20–25% slower from memory, prefetches presumably dropped on full queues.)
+#[inline(always)]
+fn prefetch_whole<S: Simd>(s: S, block: &[u8]) {
+    for line in (0..block.len()).step_by(64) {
+        s.prefetch(&block[line..], 0);
     }
 }
 
@@ -594,24 +596,12 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
 
         for (b, &block) in chunk.iter().enumerate() {
             let ahead = kv.blocks.get(ci * per_chunk + b + ahead_blocks).map(|&a| slot_of(a));
-            if !K::PREFETCH_IN_LOOPS && let Some(a) = ahead {
-                // The block's keys whole, line by line (bounds-checked slicing, as measured: an
-                // unchecked burst of int8 keys and values measured 20–25% slower from memory,
-                // prefetches presumably dropped on full miss queues).
-                let at = a * hd_s * K::BYTES;
-                for line in (0..bytes).step_by(64) {
-                    s.prefetch(&l.k[at + line..], 0);
-                }
-            }
             if live(b).is_empty() {
                 continue;
             }
             let slot0 = slot_of(block);
             let keys = &l.k[slot0 * hd_s * K::BYTES..][..bytes];
-            let ahead = match ahead {
-                Some(a) if K::PREFETCH_IN_LOOPS => &l.k[a * hd_s * K::BYTES..][..bytes],
-                _ => &[][..],
-            };
+            let ahead = ahead.map_or(&[][..], |a| &l.k[a * hd_s * K::BYTES..][..bytes]);
             let k_scale = if K::SCALED { &l.k_scale[slot0..slot0 + bs] } else { &[][..] };
             by_row_chunks!(n_rows, |r0, NR| K::scores::<S, NR>(
                 s,
@@ -682,10 +672,7 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
             let slot0 = slot_of(block);
             let values = &l.v[slot0 * hd_s * K::BYTES..][..bytes];
             let v_scale = if K::SCALED { &l.v_scale[slot0..slot0 + bs] } else { &[][..] };
-            let ahead = match kv.blocks.get(ci * per_chunk + b + ahead_blocks) {
-                Some(&a) => &l.v[slot_of(a) * hd_s * K::BYTES..][..bytes],
-                _ => &[][..],
-            };
+            let ahead = kv.blocks.get(ci * per_chunk + b + ahead_blocks).map_or(&[][..], |&a| &l.v[slot_of(a) * hd_s * K::BYTES..][..bytes]);
             blocks[n_live] = LiveBlock { values, ahead, v_scale, tokens, col: b * bs };
             n_live += 1;
         }
