@@ -111,9 +111,10 @@ pub(crate) const CHUNK_TOKENS: usize = 64;
 /// alternating binaries, median µs): SmolLM2 geometry f32 176 → 159, f16 100 → 90; Llama-8B
 /// f32 1278 → 946, f16 610 → 500; ctx 1024 f16 29 → 24 (SmolLM2), 135 → 118 (Llama-8B); decode
 /// of the SmolLM2 model at ~1100 tokens of context, f16 cache, 3.49 → 3.27 ms per token. The
-/// cost: in cache (the KV of one layer resident, which decode never sees: a token streams all
-/// the weights between two reads of a layer's cache) f32 +8%, f16 +22%; prefill unchanged (only
-/// its first group of rows prefetches). 2 KiB and 8 KiB measured no better (SmolLM2 geometry).
+/// cost in cache (the KV of one layer resident, which decode never sees: a token streams all
+/// the weights between two reads of a layer's cache), since [`prefetch_span`]: f32 +3%, f16
+/// +18–22%; prefill unchanged (only its first group of rows prefetches). 2 KiB and 8 KiB, and
+/// the T2 and NTA hints, measured no better (SmolLM2 geometry).
 /// Int8 prefetches whole blocks instead ([`prefetch_whole`]).
 const PREFETCH_BYTES: usize = 4096;
 
@@ -185,7 +186,7 @@ fn float_scores<S: Simd, K: FloatFormat, const NR: usize, const PF: bool>(s: S, 
         let (k_last, q_last) = (pairs.remainder(), q_pairs.remainder());
         for (i, (k, q)) in pairs.zip(q_pairs).enumerate() {
             if PF && tc == 0 {
-                prefetch_lines(s, ahead, i * 2 * row, 2 * row);
+                prefetch_span(s, ahead, i * 2 * row, 2 * row);
             }
             let (k0, k1) = k.split_at(row);
             let (k0, k1) = (K::load(s, &k0[at..]), K::load(s, &k1[at..]));
@@ -196,7 +197,7 @@ fn float_scores<S: Simd, K: FloatFormat, const NR: usize, const PF: bool>(s: S, 
         }
         if let [q] = q_last {
             if PF && tc == 0 {
-                prefetch_lines(s, ahead, keys.len() - row, row);
+                prefetch_span(s, ahead, keys.len() - row, row);
             }
             let k = K::load(s, &k_last[at..]);
             for j in 0..NR {
@@ -208,9 +209,6 @@ fn float_scores<S: Simd, K: FloatFormat, const NR: usize, const PF: bool>(s: S, 
         }
     }
 }
-
-/// Largest block size [`float_accumulate`] takes (the cache allows 16 and 32).
-const MAX_BLOCK: usize = 32;
 
 /// `acc[j] += Σ_t p[j][col + t] · v[t]` for `NR` rows over tokens `tokens` of one block: `p` is
 /// (NR, chunk tokens), `values` the block's (block_size, head_dim), `acc` (NR, head_dim).
@@ -225,14 +223,11 @@ fn float_accumulate<S: Simd, K: FloatFormat, const NR: usize, const PF: bool>(
     acc: &mut [f32],
 ) {
     let (hd, ct) = (acc.len() / NR, p.len() / NR);
-    // Each token's NR weights side by side.
-    let mut weights = [[0f32; NR]; MAX_BLOCK];
-    for (i, t) in tokens.clone().enumerate() {
-        for (j, w) in weights[i].iter_mut().enumerate() {
-            *w = p[j * ct + col + t];
-        }
+    // Each row's weights of these tokens, broadcast straight from the probabilities.
+    let mut weights = [&[][..]; NR];
+    for (j, w) in weights.iter_mut().enumerate() {
+        *w = &p[j * ct + col + tokens.start..j * ct + col + tokens.end];
     }
-    let weights = &weights[..tokens.len()];
     let values = &values[tokens.start * hd * K::BYTES..tokens.end * hd * K::BYTES];
     let ahead = ahead.get(tokens.start * hd * K::BYTES..).unwrap_or(&[]);
     let full = hd / S::LANES * S::LANES;
@@ -242,21 +237,21 @@ fn float_accumulate<S: Simd, K: FloatFormat, const NR: usize, const PF: bool>(
     while dc < full {
         if full - dc >= wide::<S>() * S::LANES {
             if wide::<S>() == 4 {
-                float_accumulate_cols::<S, K, NR, 4, PF>(s, weights, values, ahead, acc, dc);
+                float_accumulate_cols::<S, K, NR, 4, PF>(s, &weights, values, ahead, acc, dc);
             } else {
-                float_accumulate_cols::<S, K, NR, 2, PF>(s, weights, values, ahead, acc, dc);
+                float_accumulate_cols::<S, K, NR, 2, PF>(s, &weights, values, ahead, acc, dc);
             }
             dc += wide::<S>() * S::LANES;
         } else {
-            float_accumulate_cols::<S, K, NR, 1, PF>(s, weights, values, ahead, acc, dc);
+            float_accumulate_cols::<S, K, NR, 1, PF>(s, &weights, values, ahead, acc, dc);
             dc += S::LANES;
         }
     }
     for d in full..hd {
-        for (w, v) in weights.iter().zip(values.chunks_exact(hd * K::BYTES)) {
+        for (t, v) in values.chunks_exact(hd * K::BYTES).enumerate() {
             let v = K::get(v, d);
             for j in 0..NR {
-                acc[j * hd + d] += w[j] * v;
+                acc[j * hd + d] += weights[j][t] * v;
             }
         }
     }
@@ -269,12 +264,12 @@ const fn wide<S: Simd>() -> usize {
     if S::LANES >= 16 { 4 } else { 2 }
 }
 
-/// [`float_accumulate`] for columns `dc .. dc + W · LANES`, tokens outermost: `weights` (tokens)
-/// × NR, `values` (tokens, head_dim).
+/// [`float_accumulate`] for columns `dc .. dc + W · LANES`, tokens outermost: `weights` NR rows
+/// of (tokens), `values` (tokens, head_dim).
 #[inline(always)]
 fn float_accumulate_cols<S: Simd, K: FloatFormat, const NR: usize, const W: usize, const PF: bool>(
     s: S,
-    weights: &[[f32; NR]],
+    weights: &[&[f32]; NR],
     values: &[u8],
     ahead: &[u8],
     acc: &mut [f32],
@@ -290,17 +285,17 @@ fn float_accumulate_cols<S: Simd, K: FloatFormat, const NR: usize, const W: usiz
             *a = s.load(&acc[j * hd + dc + i * S::LANES..]);
         }
     }
-    for (t, (w, row)) in weights.iter().zip(values.chunks_exact(hd * K::BYTES)).enumerate() {
+    for (t, row) in values.chunks_exact(hd * K::BYTES).enumerate() {
         if PF {
-            prefetch_lines(s, ahead, (t * hd + dc) * K::BYTES, W * width);
+            prefetch_span(s, ahead, (t * hd + dc) * K::BYTES, W * width);
         }
         let row = &row[dc * K::BYTES..][..W * width];
         let mut v = [s.zero(); W];
         for (i, v) in v.iter_mut().enumerate() {
             *v = K::load(s, &row[i * width..]);
         }
-        for (a, &w) in a.iter_mut().zip(w) {
-            let w = s.splat(w);
+        for (a, w) in a.iter_mut().zip(weights) {
+            let w = s.splat(w[t]);
             for i in 0..W {
                 a[i] = s.mul_add(w, v[i], a[i]);
             }
@@ -516,15 +511,29 @@ fn i8_accumulate_cols<S: Simd, const NR: usize, const W: usize>(
     }
 }
 
-/// Prefetches the cache lines of `ahead[from..from + len]`: the same bytes of a block further on
-/// as a loop step reads of the current one (every call site stays within `ahead`; a prefetch
-/// past it would only be wasted).
+/// Prefetches the cache lines of `ahead[from..from + len]`, `len ≤` [`MAX_PREFETCH_SPAN`]: the
+/// same bytes of a block further on as one step of a hot loop reads of the current one. Four
+/// predictable compares (folded away where `len` is a constant) rather than a counted loop,
+/// whose trip-count arithmetic (a division, saturation, an unrolled remainder) cost more
+/// instructions than the multiply-adds of an f16 step. Together with broadcasting the value
+/// weights straight from the probabilities (no per-block transposed copy), in cache, ctx 4096,
+/// alternating binaries, median µs: SmolLM2 geometry f32 96 → 64, f16 61.5 → 48; Llama-8B f32
+/// 437 → 335, f16 378 → 303; from memory at a ~45 GB/s phase f16 77.6 → 74.6 and 458 → 425, f32
+/// unchanged (streaming). (Every call site stays within `ahead`, rounded up to whole lines; a
+/// prefetch past it would only be wasted.)
 #[inline(always)]
-fn prefetch_lines<S: Simd>(s: S, ahead: &[u8], from: usize, len: usize) {
-    for at in (from..from + len).step_by(64) {
-        s.prefetch(ahead, at);
+fn prefetch_span<S: Simd>(s: S, ahead: &[u8], from: usize, len: usize) {
+    debug_assert!(len <= MAX_PREFETCH_SPAN);
+    for line in 0..MAX_PREFETCH_SPAN / 64 {
+        if line * 64 < len {
+            s.prefetch(ahead, from + line * 64);
+        }
     }
 }
+
+/// The most bytes one loop step reads of one stream: a pair of dimensions of a block's f32 keys
+/// (the cache's largest block is 32 tokens) or four vectors of 16 f32 values.
+const MAX_PREFETCH_SPAN: usize = 2 * 32 * 4;
 
 /// Prefetches all of `block` at once, line by line — int8's way: its loops run at the multiply
 /// ports' limit, and a prefetch per line inside them measured +22–30% in cache (ctx 4096,
@@ -576,7 +585,7 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
     // query preparation below overlaps their transfer.
     for pool in [l.k, l.v] {
         for &block in &kv.blocks[..ahead_blocks.min(kv.blocks.len())] {
-            prefetch_lines(s, &pool[slot_of(block) * hd_s * K::BYTES..][..bytes], 0, bytes);
+            prefetch_whole(s, &pool[slot_of(block) * hd_s * K::BYTES..][..bytes]);
         }
     }
     // Each chunk of rows' queries in the form `scores` reads.
