@@ -36,8 +36,8 @@ pub(crate) trait KvFormat {
     fn prepare_queries<S: Simd, const NR: usize>(s: S, q: &[f32], qt: &mut [f32]);
     /// Scores of `NR` rows against one block's `block_size` tokens: `keys` the block's keys,
     /// `out` (NR, chunk tokens) of which columns `col .. col + block_size` are written.
-    /// `ahead`: the keys of the block [`PREFETCH_BYTES`] on (or empty), to prefetch while `keys`
-    /// is read — line by line inside the loop (float formats) or whole at the start ([`I8`]).
+    /// `ahead`: the keys of the block [`PREFETCH_BYTES`] on (or empty), prefetched line by line
+    /// inside the loop as `keys` is read.
     fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], ahead: &[u8], k_scale: &[f32], out: &mut [f32], col: usize);
     /// `acc[j] += Σ_t p[j][t] · v[t]` over the chunk's live blocks: `p` is (NR, chunk tokens),
     /// zero wherever row `j` must not see token `t`; `acc` (NR, head_dim).
@@ -102,8 +102,9 @@ pub(crate) const CHUNK_TOKENS: usize = 64;
 
 /// How far ahead each of a task's streams (keys, values) is prefetched, in bytes of that stream,
 /// rounded up to whole blocks: more than one core's latency × bandwidth here (~250 ns × 20–30
-/// GB/s). The float formats spread the prefetches through their hot loops, one per cache line
-/// read (the same bytes of the block that far on), rather than a block's worth at its start: a
+/// GB/s). Every format spreads the prefetches through its hot loops, one per cache line read
+/// (the same bytes of the block that far on, [`prefetch_span`]), rather than a block's worth at
+/// its start: a
 /// burst of prefetches overruns the core's miss queues, and the transfer then adds to the
 /// compute instead of overlapping it (a synthetic stream with as much arithmetic per line ran at
 /// 15–20 GB/s with 8–16 KiB bursts, 34–54 with one prefetch per line).
@@ -114,8 +115,11 @@ pub(crate) const CHUNK_TOKENS: usize = 64;
 /// cost in cache (the KV of one layer resident, which decode never sees: a token streams all
 /// the weights between two reads of a layer's cache), since [`prefetch_span`]: f32 +3%, f16
 /// +18–22%; prefill unchanged (only its first group of rows prefetches). 2 KiB and 8 KiB, and
-/// the T2 and NTA hints, measured no better (SmolLM2 geometry).
-/// Int8 prefetches whole blocks instead ([`prefetch_whole`]).
+/// the T2 and NTA hints, measured no better (SmolLM2 geometry). Int8, which used to burst whole
+/// blocks ([`prefetch_whole`]) because the old counted prefetch loop cost its tight loops 22–30%
+/// in cache, moved into its loops with [`prefetch_span`] (ctx 4096 from memory, median µs:
+/// SmolLM2 geometry 45.1 → 45.9, Llama-8B 249 → 229; ctx 1024 14.2 → 13.5, 69.5 → 65.6; in
+/// cache 38.5 → 39.3 and 180 → 157).
 const PREFETCH_BYTES: usize = 4096;
 
 /// Most blocks in a chunk (the smallest block size the cache allows is 16).
@@ -373,7 +377,7 @@ impl KvFormat for I8 {
     /// `keys`: the block's (head_dim / 2, block_size, 2) int8 keys.
     #[inline(always)]
     fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], ahead: &[u8], k_scale: &[f32], out: &mut [f32], col: usize) {
-        prefetch_whole(s, ahead);
+        let pf = !ahead.is_empty();
         let pairs = qt.len() / NR - 1;
         let (packed, q_scale) = qt.split_at(NR * pairs);
         let packed: &[[i32; NR]] = bytemuck::cast_slice::<f32, i32>(packed).as_chunks::<NR>().0;
@@ -385,7 +389,10 @@ impl KvFormat for I8 {
             let mut a = [[s.izero(); NR]; 4];
             let (four, q_four) = (keys.chunks_exact(4 * row), packed.chunks_exact(4));
             let (k_rest, q_rest) = (four.remainder(), q_four.remainder());
-            for (k, q) in four.zip(q_four) {
+            for (i, (k, q)) in four.zip(q_four).enumerate() {
+                if pf && tc == 0 {
+                    prefetch_span(s, ahead, i * 4 * row, 4 * row);
+                }
                 let mut kv = [s.izero(); 4];
                 for (c, kv) in kv.iter_mut().enumerate() {
                     *kv = s.load_i8_pairs(&k[c * row + at..]);
@@ -395,6 +402,9 @@ impl KvFormat for I8 {
                         a[c][j] = s.dot_i16(a[c][j], s.isplat(q[c][j]), kv[c]);
                     }
                 }
+            }
+            if pf && tc == 0 && !k_rest.is_empty() {
+                prefetch_span(s, ahead, keys.len() - k_rest.len(), k_rest.len());
             }
             for (c, (k, q)) in k_rest.chunks_exact(row).zip(q_rest).enumerate() {
                 let k = s.load_i8_pairs(&k[at..]);
@@ -482,12 +492,13 @@ fn i8_accumulate_cols<S: Simd, const NR: usize, const W: usize>(
     let width = 2 * S::LANES;
     let mut a = [[s.izero(); W]; NR];
     for b in blocks {
-        if dc == 0 {
-            prefetch_whole(s, b.ahead);
-        }
+        let pf = !b.ahead.is_empty();
         let pairs = b.tokens.start / 2..b.tokens.end.div_ceil(2);
         let values = &b.values[pairs.start * row..pairs.end * row];
         for (tp, pair) in pairs.zip(values.chunks_exact(row)) {
+            if pf {
+                prefetch_span(s, b.ahead, tp * row + 2 * dc, W * width);
+            }
             let pair = &pair[2 * dc..][..W * width];
             let mut v = [s.izero(); W];
             for (i, v) in v.iter_mut().enumerate() {
@@ -535,14 +546,9 @@ fn prefetch_span<S: Simd>(s: S, ahead: &[u8], from: usize, len: usize) {
 /// (the cache's largest block is 32 tokens) or four vectors of 16 f32 values.
 const MAX_PREFETCH_SPAN: usize = 2 * 32 * 4;
 
-/// Prefetches all of `block` at once, line by line — int8's way: its loops run at the multiply
-/// ports' limit, and a prefetch per line inside them measured +22–30% in cache (ctx 4096,
-/// SmolLM2 geometry 30 → 40 µs) and within ±10% either way from memory. Whole blocks 4 KiB
-/// ahead, keys as a block's scores start and values as its value pass starts, against the next
-/// block's keys and values together at its start (from memory, ctx 4096, alternating variants,
-/// median µs): SmolLM2 geometry 58 → 52, Llama-8B 342 → 310; ctx 1024 16.7 → 16.2 and 72 → 68;
-/// in cache unchanged. (Bounds-checked slicing, as measured: the old whole-block loop made
-/// unchecked measured 20–25% slower from memory, prefetches presumably dropped on full queues.)
+/// Prefetches all of `block` at once, line by line: a task's first blocks, which no earlier
+/// block prefetches, while its queries are prepared. (Bounds-checked slicing: when int8 burst
+/// every block this way, the loop made unchecked measured 20–25% slower from memory.)
 #[inline(always)]
 fn prefetch_whole<S: Simd>(s: S, block: &[u8]) {
     for line in (0..block.len()).step_by(64) {
