@@ -104,10 +104,9 @@ pub(crate) const CHUNK_TOKENS: usize = 64;
 /// rounded up to whole blocks: more than one core's latency × bandwidth here (~250 ns × 20–30
 /// GB/s). Every format spreads the prefetches through its hot loops, one per cache line read
 /// (the same bytes of the block that far on, [`prefetch_span`]), rather than a block's worth at
-/// its start: a
-/// burst of prefetches overruns the core's miss queues, and the transfer then adds to the
-/// compute instead of overlapping it (a synthetic stream with as much arithmetic per line ran at
-/// 15–20 GB/s with 8–16 KiB bursts, 34–54 with one prefetch per line).
+/// its start: a burst of prefetches overruns the core's miss queues, and the transfer then adds
+/// to the compute instead of overlapping it (a synthetic stream with as much arithmetic per
+/// line ran at 15–20 GB/s with 8–16 KiB bursts, 34–54 with one prefetch per line).
 /// Measured against one block ahead at its start (KV from memory, ctx 4096, 2 threads,
 /// alternating binaries, median µs): SmolLM2 geometry f32 176 → 159, f16 100 → 90; Llama-8B
 /// f32 1278 → 946, f16 610 → 500; ctx 1024 f16 29 → 24 (SmolLM2), 135 → 118 (Llama-8B); decode
@@ -543,7 +542,8 @@ fn prefetch_span<S: Simd>(s: S, ahead: &[u8], from: usize, len: usize) {
 }
 
 /// The most bytes one loop step reads of one stream: a pair of dimensions of a block's f32 keys
-/// (the cache's largest block is 32 tokens) or four vectors of 16 f32 values.
+/// (the cache's largest block is 32 tokens; int8's step, four pairs of one-byte dimensions,
+/// reads as many) or four vectors of 16 f32 values.
 const MAX_PREFETCH_SPAN: usize = 2 * 32 * 4;
 
 /// Prefetches all of `block` at once, line by line: a task's first blocks, which no earlier
