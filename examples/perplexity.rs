@@ -4,7 +4,7 @@
 //! `j + 1` from the logits at `j`, for `j` from `ctx/2` to `ctx − 2`).
 //!
 //! ```text
-//! cargo run --release --example perplexity -- --file alice29.txt [--ctx 512] [--json]
+//! cargo run --release --example perplexity -- --file alice29.txt [--ctx 512] [--kv f32|f16|i8] [--json]
 //! ```
 
 mod common;
@@ -23,7 +23,7 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let (mut file, mut ctx, mut json, mut threads, mut model) = (None, 512usize, false, 0usize, None);
+    let (mut file, mut ctx, mut json, mut threads, mut model, mut kv) = (None, 512usize, false, 0usize, None, KvDtype::F32);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -32,9 +32,10 @@ fn run() -> Result<(), String> {
             "--ctx" | "-c" => ctx = value()?.parse().map_err(|_| "--ctx: not a number")?,
             "--threads" | "-t" => threads = value()?.parse().map_err(|_| "--threads: not a number")?,
             "--model" | "-m" => model = Some(PathBuf::from(value()?)),
+            "--kv" => kv = value()?.parse().map_err(|e: sparq::Error| format!("--kv: {e}"))?,
             "--json" => json = true,
             "--help" | "-h" => {
-                println!("perplexity --file F [--ctx 512] [--threads N] [--model PATH] [--json]");
+                println!("perplexity --file F [--ctx 512] [--threads N] [--model PATH] [--kv f32|f16|i8] [--json]");
                 return Ok(());
             }
             other => return Err(format!("unknown option {other:?} (see --help)")),
@@ -63,7 +64,7 @@ fn run() -> Result<(), String> {
     let t0 = Instant::now();
     for c in 0..chunks {
         let window = &tokens[c * ctx..(c + 1) * ctx];
-        let mut session = Session::new(&model, &cpu, ctx, KvDtype::F32).map_err(|e| e.to_string())?;
+        let mut session = Session::new(&model, &cpu, ctx, kv).map_err(|e| e.to_string())?;
         let logits = session.forward(window, true).map_err(|e| e.to_string())?;
         for j in first..ctx - 1 {
             let row = &logits[j * vocab..(j + 1) * vocab];
@@ -84,10 +85,10 @@ fn run() -> Result<(), String> {
     let var = (nll2 / count as f64 - mean * mean).max(0.0);
     let err = ppl * (var / (count as f64 - 1.0).max(1.0)).sqrt();
     if json {
-        println!("{}", serde_json::json!({ "ppl": ppl, "ppl_err": err, "tokens": count, "chunks": chunks, "ctx": ctx }));
+        println!("{}", serde_json::json!({ "ppl": ppl, "ppl_err": err, "tokens": count, "chunks": chunks, "ctx": ctx, "kv": kv.name() }));
     } else {
         eprintln!();
-        println!("perplexity {ppl:.4} ± {err:.4} over {count} scored tokens ({chunks} windows of {ctx})");
+        println!("perplexity {ppl:.4} ± {err:.4} over {count} scored tokens ({chunks} windows of {ctx}, {kv} KV cache)");
     }
     Ok(())
 }

@@ -95,16 +95,18 @@ fn bound(head_dim: usize, block_size: usize, score_mag: f64, score_err: f64, v_m
 }
 
 /// Bound on `|int8 kernel − reference|` for one output element, both reading the same int8
-/// cache: [`f32_error_bound`]'s derivation plus the kernel's two 16-bit quantizations
-/// (`backend::cpu::kernels::attend::I8`). With `L = 32767` levels:
-/// - queries: each element of a row `q · scale` is off by ≤ 0.51 · `q_absmax` / L (half a level,
-///   plus the f32 rounding of `x · L / max`, ≤ 2ε · L < 0.01 level), so each score by
-///   ≤ `δ_q` = that · `head_dim · k_max` — added to each score's error in the f32 derivation
-///   (the dot product itself is exact in i32, then 3 roundings, fewer than the f32 path's);
-/// - weights: per chunk of `CHUNK_TOKENS` keys, each weight `p · v_scale` is off by ≤ 0.51
-///   level of (the chunk's largest weight) / L and multiplies an int8 value `≤ 127`, and
-///   `127 · v_scale ≤ v_max`, so a chunk's share of the numerator moves by ≤
-///   `CHUNK_TOKENS · 0.51 / L · v_max · max p` over the chunk; after the online softmax's
+/// cache: [`f32_error_bound`]'s derivation plus the kernel's two quantizations
+/// (`backend::cpu::kernels::attend::I8`):
+/// - queries, to int8 (`L₈ = 127` levels): each element of a row `q · scale` is off by ≤ 0.51 ·
+///   `q_absmax` / L₈ (half a level, plus the f32 rounding of `x · L₈ / max`, ≤ 2ε · L₈ < 0.01
+///   level), so each score by ≤ `δ_q` = that · `head_dim · k_max` — added to each score's error
+///   in the f32 derivation (the dot product itself is exact in i32, then 3 roundings, fewer than
+///   the f32 path's). This is the same order as the int8 keys' own error ([`int8_error_bound`]):
+///   the kernel's total error against the f32 cache is at most about twice the storage's;
+/// - weights, to i16 (`L = 32767` levels): per chunk of `CHUNK_TOKENS` keys, each weight
+///   `p · v_scale` is off by ≤ 0.51 level of (the chunk's largest weight) / L and multiplies an
+///   int8 value `≤ 127`, and `127 · v_scale ≤ v_max`, so a chunk's share of the numerator moves
+///   by ≤ `CHUNK_TOKENS · 0.51 / L · v_max · max p` over the chunk; after the online softmax's
 ///   rescaling those maxima sum to at most the denominator (each is one of its terms), so the
 ///   output moves by ≤ `CHUNK_TOKENS · 0.51 / L · v_max` — 0.1% of `v_max`, a quarter of int8
 ///   storage's own `v_max / 254`.
@@ -120,10 +122,9 @@ pub fn int8_kernel_error_bound(
     v_max: f64,
     n_keys: usize,
 ) -> f64 {
-    use crate::backend::cpu::kernels::attend::{CHUNK_TOKENS, I16_LEVELS};
-    let levels = I16_LEVELS as f64;
-    let score_err = 0.51 * q_absmax / levels * head_dim as f64 * k_max;
-    bound(head_dim, block_size, score_mag, score_err, v_max, n_keys) + CHUNK_TOKENS as f64 * 0.51 / levels * v_max
+    use crate::backend::cpu::kernels::attend::{CHUNK_TOKENS, I16_LEVELS, I8_LEVELS};
+    let score_err = 0.51 * q_absmax / I8_LEVELS as f64 * head_dim as f64 * k_max;
+    bound(head_dim, block_size, score_mag, score_err, v_max, n_keys) + CHUNK_TOKENS as f64 * 0.51 / I16_LEVELS as f64 * v_max
 }
 
 /// Extra error of an int8 cache against the same data stored in f32, per output element.

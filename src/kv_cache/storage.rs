@@ -5,11 +5,13 @@
 //! - f32 / f16 keys transposed, `(head_dim, block_size)`, so a block's scores are `head_dim`
 //!   vector multiply-adds over `block_size` tokens with no horizontal sums; values
 //!   `(block_size, head_dim)`, so a token's weighted value is a row of multiply-adds;
-//! - int8 in interleaved pairs for 16-bit integer dot products (`pmaddwd`/`vpdpwssd`, two
-//!   products per 32-bit lane): keys `(head_dim / 2, block_size, 2)` — lane `t` holds dimensions
-//!   `2i, 2i + 1` of token `t` — and values `(block_size / 2, head_dim, 2)` — lane `d` holds
-//!   dimension `d` of tokens `2j, 2j + 1`. An odd `head_dim` is padded with a zero dimension
-//!   ([`stored_head_dim`]).
+//! - int8 interleaved for integer dot products: keys in quads of dimensions for 8-bit products
+//!   (`vpdpbusd`, four per 32-bit lane), `(head_dim / 4, block_size, 4)` — lane `t` holds
+//!   dimensions `4i .. 4i + 4` of token `t` — stored excess-128 (`k + 128` as an unsigned byte,
+//!   the operand `vpdpbusd` takes unsigned); values in pairs of tokens for 16-bit products
+//!   (`vpdpwssd`, two per lane), `(block_size / 2, head_dim, 2)` — lane `d` holds dimension `d`
+//!   of tokens `2j, 2j + 1`. `head_dim` is padded to a multiple of 4 ([`stored_head_dim`]); the
+//!   padding is never read into a result (the kernel's padded query elements are 0).
 //!
 //! Heads outermost: one head's consecutive blocks are adjacent in memory, so a sequence whose
 //! blocks were allocated in order streams as one long run per head (measured: with blocks
@@ -89,10 +91,14 @@ pub(super) struct Pool {
     layers: Vec<Layer>,
 }
 
-/// Elements stored per token and head: `head_dim`, padded to even for int8's pairs.
+/// Elements stored per token and head: `head_dim`, padded to a multiple of 4 for int8's quads.
 pub(crate) fn stored_head_dim(dtype: KvDtype, head_dim: usize) -> usize {
-    if dtype == KvDtype::I8 { head_dim.next_multiple_of(2) } else { head_dim }
+    if dtype == KvDtype::I8 { head_dim.next_multiple_of(4) } else { head_dim }
 }
+
+/// Int8 keys are stored excess-128: `k + 128` as an unsigned byte is `k`'s bits with the sign
+/// bit flipped.
+pub(crate) const KEY_BIAS: u8 = 0x80;
 
 /// One layer's pool, read-only, as attention kernels see it.
 #[derive(Clone, Copy)]
@@ -179,13 +185,13 @@ impl Pool {
     /// documentation, and the scale index of (block, head, slot).
     fn index(&self, key: bool, block: usize, head: usize, slot: usize) -> (impl Fn(usize) -> usize + use<>, usize) {
         let (bs, hd) = (self.c.block_size, stored_head_dim(self.c.dtype, self.c.head_dim));
-        let pairs = self.c.dtype == KvDtype::I8;
+        let int8 = self.c.dtype == KvDtype::I8;
         let scale_idx = (head * self.c.n_blocks + block) * bs + slot;
         let base = (scale_idx - slot) * hd;
-        let at = move |d: usize| match (pairs, key) {
+        let at = move |d: usize| match (int8, key) {
             (false, true) => base + d * bs + slot,
             (false, false) => base + slot * hd + d,
-            (true, true) => base + (d / 2) * 2 * bs + 2 * slot + d % 2,
+            (true, true) => base + (d / 4) * 4 * bs + 4 * slot + d % 4,
             (true, false) => base + (slot / 2) * 2 * hd + 2 * d + slot % 2,
         };
         (at, scale_idx)
@@ -199,7 +205,8 @@ impl Pool {
                 let (at, si) = self.index(key, block, h, slot);
                 let l = &mut self.layers[layer];
                 let (data, scales, x) = if key { (&mut l.k, &mut l.k_scale, k) } else { (&mut l.v, &mut l.v_scale, v) };
-                store(self.c.dtype, &x[h * hd..(h + 1) * hd], data, scales, si, at);
+                let bias = if key { KEY_BIAS } else { 0 };
+                store(self.c.dtype, &x[h * hd..(h + 1) * hd], data, scales, si, at, bias);
             }
         }
     }
@@ -218,7 +225,7 @@ impl Pool {
                     match dtype {
                         KvDtype::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
                         KvDtype::F16 => f16::from_le_bytes([b[0], b[1]]).to_f32(),
-                        KvDtype::I8 => b[0] as i8 as f32 * scales[si],
+                        KvDtype::I8 => (b[0] ^ if key { KEY_BIAS } else { 0 }) as i8 as f32 * scales[si],
                     }
                 }));
             }
@@ -229,10 +236,10 @@ impl Pool {
 }
 
 /// Stores one head's `x` (head_dim) in `dtype`: element `d` at element index `at(d)` of `data`,
-/// the int8 scale at `scales[si]`. The format is chosen once per head, and f16 goes through
+/// the int8 scale at `scales[si]`, int8 bytes XOR `bias`. The format is chosen once per head, and f16 goes through
 /// `half`'s slice conversion (F16C where the CPU has it): converting element by element was
 /// ~10% of a SmolLM2 prefill.
-fn store(dtype: KvDtype, x: &[f32], data: &mut [u8], scales: &mut [f32], si: usize, at: impl Fn(usize) -> usize) {
+fn store(dtype: KvDtype, x: &[f32], data: &mut [u8], scales: &mut [f32], si: usize, at: impl Fn(usize) -> usize, bias: u8) {
     match dtype {
         KvDtype::F32 => {
             for (d, &x) in x.iter().enumerate() {
@@ -256,7 +263,7 @@ fn store(dtype: KvDtype, x: &[f32], data: &mut [u8], scales: &mut [f32], si: usi
             scales[si] = scale;
             let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
             for (d, &x) in x.iter().enumerate() {
-                data[at(d)] = (x * inv).round().clamp(-127.0, 127.0) as i8 as u8;
+                data[at(d)] = (x * inv).round().clamp(-127.0, 127.0) as i8 as u8 ^ bias;
             }
         }
     }

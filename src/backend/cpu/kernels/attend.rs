@@ -11,7 +11,7 @@
 //! Callers merge tasks that split one row's keys by log-sum-exp and normalise (`acc / l`).
 //!
 //! Keys and values are read in their storage format, with no dequantized copy: f32 and f16
-//! widened in registers; int8 with 16-bit integer dot products (see [`I8`]). The scores of
+//! widened in registers; int8 with integer dot products (see [`I8`]). The scores of
 //! tokens outside a row's range, and of slots past the sequence's end, are overwritten before
 //! the softmax and their weights are exactly zero; the values of such slots meet no float
 //! arithmetic (int8 ones enter integer sums with weight zero, their scales are never read) —
@@ -131,7 +131,7 @@ pub(crate) fn chunk_blocks(block_size: usize) -> usize {
 
 /// f32 slots of prepared queries per row that every format fits in.
 pub(crate) fn query_scratch(head_dim: usize) -> usize {
-    head_dim + 1
+    head_dim + 2
 }
 
 /// f32 / f16 (and bf16): keys `(head_dim, block_size)`, values `(block_size, head_dim)`, each
@@ -311,109 +311,126 @@ fn float_accumulate_cols<S: Simd, K: FloatFormat, const NR: usize, const W: usiz
     }
 }
 
-/// Symmetric int8 with a per-(token, head) f32 scale, stored in the pair layout of
-/// `kv_cache::storage`, read with 16-bit integer dot products (two products per 32-bit lane):
-/// - scores: each query row quantized to i16 once per task (`q ≈ q_scale · q̂`, `q_scale =
-///   max|q| / 32767`), exact integer sums `Σ q̂ᵢ kᵢ` over pairs of dimensions, then one multiply
-///   by `q_scale · k_scale[t]`;
+/// Symmetric int8 with a per-(token, head) f32 scale, stored in the layout of
+/// `kv_cache::storage` and read with integer dot products:
+/// - scores: each query row quantized to int8 once per task (`q ≈ q_scale · q̂`, `q_scale =
+///   max|q| / 127`), exact integer sums over quads of dimensions with 8-bit products
+///   (`vpdpbusd`: four per 32-bit lane, unsigned × signed) of the excess-128 keys and the
+///   queries, `Σ (kᵢ + 128) q̂ᵢ − 128 Σ q̂ᵢ = Σ q̂ᵢ kᵢ` (the row's `128 Σ q̂ᵢ` computed once), then
+///   one multiply by `q_scale · k_scale[t]`;
 /// - values: per chunk, each row's weights `p[t] · v_scale[t]` quantized to i16 (scale = their
-///   max / 32767), exact integer sums `Σ ŵₜ vₜ` over pairs of tokens, then one multiply-add into
-///   the f32 accumulator.
+///   max / 32767), exact integer sums `Σ ŵₜ vₜ` over pairs of tokens with 16-bit products
+///   (`vpdpwssd`, two per lane), then one multiply-add into the f32 accumulator.
 ///
-/// So the hot loops are one widening load and `NR` integer multiply-adds per 2 · LANES
-/// products, against one load, one conversion and `NR` float multiply-adds per LANES when int8
-/// was widened to f32 (that ran at 44–57% of memory bandwidth, compute-bound). The two i16
-/// roundings add an error stated in `attention::reference::int8_kernel_error_bound`.
+/// So a score step is one 64-byte load and `NR` multiply-adds per 4 · LANES products, where the
+/// i16 queries this format used before took two widening loads and `2 · NR` multiply-adds
+/// (decode, ctx 4096, KV in cache, 2 threads, alternating binaries, median µs: SmolLM2 geometry
+/// 39.2 → 30.0, Llama-8B 149 → 125 with AVX-512 VNNI; without VNNI, where `dot_u8` widens
+/// even and odd bytes, 31.6 → 33.8 and 143 → 161 on AVX-512, unchanged on AVX2). Perplexity
+/// of SmolLM2 on alice29.txt (ctx 512) with an int8 cache: 16.5706 → 16.5722 (f32 cache
+/// 16.5529). The value weights stay 16-bit: 8-bit ones would bound a chunk's error by
+/// `CHUNK_TOKENS · 0.51 / 255 · v_max` (13% of `v_max`), not 0.1%. The query and
+/// weight roundings add an error stated in `attention::reference::int8_kernel_error_bound`.
 /// Sums stay exact in i32: `head_dim ≤ 512` (the cache refuses more for int8) bounds a score's
-/// `|Σ q̂ k| ≤ 256 · 2 · 32767 · 127 < 2³¹`, and a chunk's `|Σ ŵ v| ≤ 64 · 32767 · 127`.
+/// `|Σ (k + 128) q̂| ≤ 512 · 255 · 127 < 2³¹`, and a chunk's `|Σ ŵ v| ≤ 64 · 32767 · 127`.
 pub(crate) struct I8;
 
-/// The i16 range used by both quantizations (±32767: never −32768, so no pair product
-/// overflows).
+/// The i16 range of the value weights (±32767: never −32768, so no pair product overflows).
 pub(crate) const I16_LEVELS: f32 = 32767.0;
-
-/// Two i16 as one 32-bit lane: `lo` in the low half.
-#[inline(always)]
-fn pack_i16(lo: i32, hi: i32) -> i32 {
-    (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32
-}
+/// The int8 range of the queries (±127, as the cache's own quantization).
+pub(crate) const I8_LEVELS: f32 = 127.0;
 
 impl KvFormat for I8 {
     const BYTES: usize = 1;
     const SCALED: bool = true;
     fn query_slots(head_dim: usize) -> usize {
-        head_dim.div_ceil(2) + 1
+        head_dim.div_ceil(4) + 2
     }
-    /// `qt`: (head_dim / 2) × NR packed pairs of i16 (an odd head_dim padded with 0), then the
-    /// NR rows' scales.
+    /// `qt`: (head_dim / 4) × NR quads of int8 as i32 (head_dim padded with zeros), then the NR
+    /// rows' scales, then their `128 Σ q̂` as i32.
     #[inline(always)]
     fn prepare_queries<S: Simd, const NR: usize>(s: S, q: &[f32], qt: &mut [f32]) {
         let hd = q.len() / NR;
-        let (pairs, full) = (hd.div_ceil(2), hd / S::LANES * S::LANES);
-        let (packed, scales) = qt[..NR * (pairs + 1)].split_at_mut(NR * pairs);
+        let (quads, full) = (hd.div_ceil(4), hd / S::LANES * S::LANES);
+        let (packed, rest) = qt[..NR * (quads + 2)].split_at_mut(NR * quads);
+        let (scales, bias) = rest.split_at_mut(NR);
         let packed: &mut [i32] = bytemuck::cast_slice_mut(packed);
-        // One row's levels, consecutive (so pairs of them are the packed lanes), zero-padded.
-        let mut levels = [0i16; MAX_INT8_HEAD_DIM + 1];
+        let bias: &mut [i32] = bytemuck::cast_slice_mut(bias);
+        // One row's levels, consecutive (so quads of them are the packed lanes), zero-padded.
+        let mut levels = [0i8; MAX_INT8_HEAD_DIM + 3];
         for (j, row) in q.chunks_exact(hd).enumerate() {
             let mut max = s.zero();
             for d in (0..full).step_by(S::LANES) {
                 max = s.max(max, s.abs(s.load(&row[d..])));
             }
             let max = row[full..].iter().fold(s.reduce_max(max), |a, x| a.max(x.abs()));
-            scales[j] = max / I16_LEVELS;
-            let inv = if max > 0.0 { I16_LEVELS / max } else { 0.0 };
+            scales[j] = max / I8_LEVELS;
+            let inv = if max > 0.0 { I8_LEVELS / max } else { 0.0 };
             for d in (0..full).step_by(S::LANES) {
-                s.store_i16(s.round_nearest(s.mul(s.load(&row[d..]), s.splat(inv))), &mut levels[d..]);
+                s.store_i8(s.round_nearest(s.mul(s.load(&row[d..]), s.splat(inv))), &mut levels[d..]);
             }
             for d in full..hd {
-                levels[d] = (row[d] * inv).round_ties_even() as i16;
+                levels[d] = (row[d] * inv).round_ties_even() as i8;
             }
-            for (i, pair) in levels[..2 * pairs].chunks_exact(2).enumerate() {
-                packed[i * NR + j] = pack_i16(pair[0] as i32, pair[1] as i32);
+            bias[j] = 128 * levels[..hd].iter().map(|&x| x as i32).sum::<i32>();
+            for (i, quad) in levels[..4 * quads].chunks_exact(4).enumerate() {
+                packed[i * NR + j] = i32::from_le_bytes([quad[0] as u8, quad[1] as u8, quad[2] as u8, quad[3] as u8]);
             }
         }
     }
-    /// `keys`: the block's (head_dim / 2, block_size, 2) int8 keys.
+    /// `keys`: the block's (head_dim / 4, block_size, 4) excess-128 int8 keys.
     #[inline(always)]
     fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], ahead: &[u8], k_scale: &[f32], out: &mut [f32], col: usize) {
         let pf = !ahead.is_empty();
-        let pairs = qt.len() / NR - 1;
-        let (packed, q_scale) = qt.split_at(NR * pairs);
+        let quads = qt.len() / NR - 2;
+        let (packed, rest) = qt.split_at(NR * quads);
+        let (q_scale, bias) = rest.split_at(NR);
         let packed: &[[i32; NR]] = bytemuck::cast_slice::<f32, i32>(packed).as_chunks::<NR>().0;
-        let row = keys.len() / pairs; // bytes of one pair of dimensions: 2 · block_size
+        let bias: &[i32] = bytemuck::cast_slice(bias);
+        // Offsets from the block size and shifts only: a division per call (as `chunks_exact`
+        // by a run-time length does) costs as much as a quad's multiply-adds.
+        let bs = k_scale.len();
+        let row = 4 * bs; // bytes of one quad of dimensions
         let ct = out.len() / NR;
-        for tc in (0..row / 2).step_by(S::LANES) {
-            let at = 2 * tc;
-            // Four accumulators per row (pairs of dimensions mod 4) quarter the dependency chains.
+        let (n_four, n_rest) = (quads / 4, quads % 4);
+        for v in 0..bs / S::LANES {
+            let (tc, at) = (v * S::LANES, v * 4 * S::LANES);
+            // Four accumulators per row (quads of dimensions mod 4) quarter the dependency chains.
             let mut a = [[s.izero(); NR]; 4];
-            let (four, q_four) = (keys.chunks_exact(4 * row), packed.chunks_exact(4));
-            let (k_rest, q_rest) = (four.remainder(), q_four.remainder());
-            for (i, (k, q)) in four.zip(q_four).enumerate() {
-                if pf && tc == 0 {
-                    prefetch_span(s, ahead, i * 4 * row, 4 * row);
+            for i in 0..n_four {
+                // This token vector's share of the step's `4 · row` bytes, so the token vectors
+                // together prefetch the block ahead.
+                if pf {
+                    prefetch_span(s, ahead, i * 4 * row + 4 * at, 16 * S::LANES);
                 }
+                let k = &keys[i * 4 * row..];
+                let q = &packed[4 * i..4 * i + 4];
                 let mut kv = [s.izero(); 4];
                 for (c, kv) in kv.iter_mut().enumerate() {
-                    *kv = s.load_i8_pairs(&k[c * row + at..]);
+                    *kv = s.iload(&k[c * row + at..]);
                 }
                 for c in 0..4 {
                     for j in 0..NR {
-                        a[c][j] = s.dot_i16(a[c][j], s.isplat(q[c][j]), kv[c]);
+                        a[c][j] = s.dot_u8(a[c][j], kv[c], s.isplat(q[c][j]));
                     }
                 }
             }
-            if pf && tc == 0 && !k_rest.is_empty() {
-                prefetch_span(s, ahead, keys.len() - k_rest.len(), k_rest.len());
+            let base = n_four * 4 * row;
+            if pf && n_rest > 0 {
+                prefetch_span(s, ahead, base + n_rest * at, n_rest * 4 * S::LANES);
             }
-            for (c, (k, q)) in k_rest.chunks_exact(row).zip(q_rest).enumerate() {
-                let k = s.load_i8_pairs(&k[at..]);
+            // (Into the first accumulators only: indexing them by a run-time quad would keep
+            // all of them in memory.)
+            for c in 0..n_rest {
+                let k = s.iload(&keys[base + c * row + at..]);
                 for j in 0..NR {
-                    a[c][j] = s.dot_i16(a[c][j], s.isplat(q[j]), k);
+                    a[0][j] = s.dot_u8(a[0][j], k, s.isplat(packed[4 * n_four + c][j]));
                 }
             }
             let k_scale = s.load(&k_scale[tc..]);
             for j in 0..NR {
-                let dot = s.to_f32(s.iadd(s.iadd(a[0][j], a[1][j]), s.iadd(a[2][j], a[3][j])));
+                let sum = s.iadd(s.iadd(a[0][j], a[1][j]), s.iadd(a[2][j], a[3][j]));
+                let dot = s.to_f32(s.isub(sum, s.isplat(bias[j])));
                 s.store(s.mul(dot, s.mul(k_scale, s.splat(q_scale[j]))), &mut out[j * ct + col + tc..]);
             }
         }
