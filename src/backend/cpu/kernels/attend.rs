@@ -558,8 +558,8 @@ fn prefetch_span<S: Simd>(s: S, ahead: &[u8], from: usize, len: usize) {
 }
 
 /// The most bytes one loop step reads of one stream: a pair of dimensions of a block's f32 keys
-/// (the cache's largest block is 32 tokens; int8's step, four pairs of one-byte dimensions,
-/// reads as many) or four vectors of 16 f32 values.
+/// (the cache's largest block is 32 tokens), four vectors of 16 f32 values, or int8's four
+/// quads of dimensions of one token vector (`16 · LANES`).
 const MAX_PREFETCH_SPAN: usize = 2 * 32 * 4;
 
 /// Prefetches all of `block` at once, line by line: a task's first blocks, which no earlier
