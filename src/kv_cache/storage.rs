@@ -236,9 +236,9 @@ impl Pool {
 }
 
 /// Stores one head's `x` (head_dim) in `dtype`: element `d` at element index `at(d)` of `data`,
-/// the int8 scale at `scales[si]`, int8 bytes XOR `bias`. The format is chosen once per head, and f16 goes through
-/// `half`'s slice conversion (F16C where the CPU has it): converting element by element was
-/// ~10% of a SmolLM2 prefill.
+/// the int8 scale at `scales[si]`, int8 bytes XOR `bias`. The format is chosen once per head,
+/// and f16 goes through `half`'s slice conversion (F16C where the CPU has it): converting
+/// element by element was ~10% of a SmolLM2 prefill.
 fn store(dtype: KvDtype, x: &[f32], data: &mut [u8], scales: &mut [f32], si: usize, at: impl Fn(usize) -> usize, bias: u8) {
     match dtype {
         KvDtype::F32 => {
