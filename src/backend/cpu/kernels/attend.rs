@@ -101,25 +101,33 @@ pub(crate) struct AttnRows<'a> {
 pub(crate) const CHUNK_TOKENS: usize = 64;
 
 /// How far ahead each of a task's streams (keys, values) is prefetched, in bytes of that stream,
-/// rounded up to whole blocks: more than one core's latency × bandwidth here (~250 ns × 20–30
-/// GB/s). Every format spreads the prefetches through its hot loops, one per cache line read
-/// (the same bytes of the block that far on, [`prefetch_span`]), rather than a block's worth at
-/// its start: a burst of prefetches overruns the core's miss queues, and the transfer then adds
-/// to the compute instead of overlapping it (a synthetic stream with as much arithmetic per
-/// line ran at 15–20 GB/s with 8–16 KiB bursts, 34–54 with one prefetch per line).
-/// Measured against one block ahead at its start (KV from memory, ctx 4096, 2 threads,
+/// rounded up to whole blocks and at most one chunk: more than one core's latency × bandwidth
+/// here (~250 ns × 20–30 GB/s). Every format spreads the prefetches through its hot loops, one
+/// per cache line read (the same bytes of the block that far on, [`prefetch_span`]), rather than
+/// a block's worth at its start: a burst of prefetches overruns the core's miss queues, and the
+/// transfer then adds to the compute instead of overlapping it (a synthetic stream with as much
+/// arithmetic per line ran at 15–20 GB/s with 8–16 KiB bursts, 34–54 with one prefetch per
+/// line). Measured against one block ahead at its start (KV from memory, ctx 4096, 2 threads,
 /// alternating binaries, median µs): SmolLM2 geometry f32 176 → 159, f16 100 → 90; Llama-8B
 /// f32 1278 → 946, f16 610 → 500; ctx 1024 f16 29 → 24 (SmolLM2), 135 → 118 (Llama-8B); decode
 /// of the SmolLM2 model at ~1100 tokens of context, f16 cache, 3.49 → 3.27 ms per token. The
 /// cost in cache (the KV of one layer resident, which decode never sees: a token streams all
 /// the weights between two reads of a layer's cache), since [`prefetch_span`]: f32 +3%, f16
-/// +18–22%; prefill unchanged (only its first group of rows prefetches). 2 KiB and 8 KiB, and
-/// the T2 and NTA hints, measured no better (SmolLM2 geometry). Int8, which used to burst whole
-/// blocks ([`prefetch_whole`]) because the old counted prefetch loop cost its tight loops 22–30%
-/// in cache, moved into its loops with [`prefetch_span`] (ctx 4096 from memory, median µs:
-/// SmolLM2 geometry 45.1 → 45.9, Llama-8B 249 → 229; ctx 1024 14.2 → 13.5, 69.5 → 65.6; in
-/// cache 38.5 → 39.3 and 180 → 157).
-const PREFETCH_BYTES: usize = 4096;
+/// +18–22%; prefill unchanged (only its first group of rows prefetches). Int8, which used to
+/// burst whole blocks ([`prefetch_whole`]) because the old counted prefetch loop cost its tight
+/// loops 22–30% in cache, moved into its loops with [`prefetch_span`] (ctx 4096 from memory,
+/// median µs: SmolLM2 geometry 45.1 → 45.9, Llama-8B 249 → 229; ctx 1024 14.2 → 13.5, 69.5 →
+/// 65.6; in cache 38.5 → 39.3 and 180 → 157).
+///
+/// The distance was 4 KiB until a sweep with one thread, where a core's own miss handling
+/// limits the stream at every phase of this VM's memory bandwidth (with two threads the shared
+/// bandwidth often does, and masks it): 4, 8, 16 KiB and one chunk, ctx 4096, from memory,
+/// median µs — best at 8 KiB or one chunk, whichever is less, for every format and geometry
+/// (Llama-8B f16 642 → 603, int8 384 → 350; the others within ±4%; 16 KiB worse everywhere).
+/// Against 4 KiB, alternating binaries: one thread Llama-8B f16 637 → 579, int8 374 → 334,
+/// the others ±2.5%; two threads medians ±6% (phases mixed), minima 1–11% lower (int8
+/// Llama-8B 213 → 189); in cache +3–5%.
+const PREFETCH_BYTES: usize = 8192;
 
 /// Most blocks in a chunk (the smallest block size the cache allows is 16).
 const MAX_CHUNK_BLOCKS: usize = CHUNK_TOKENS / 16;
@@ -600,7 +608,7 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
     let (lo_all, hi_all) = (rows.lo.iter().copied().min().unwrap_or(0), rows.hi.iter().copied().max().unwrap_or(0));
     let hd_s = stored_head_dim(l.dtype, hd);
     let bytes = bs * hd_s * K::BYTES;
-    let ahead_blocks = PREFETCH_BYTES.div_ceil(bytes);
+    let ahead_blocks = PREFETCH_BYTES.div_ceil(bytes).min(per_chunk);
     // The first slot of one of this head's blocks.
     let slot_of = |block: u32| (kv.head * l.n_blocks + block as usize) * bs;
     // The task's first blocks, which no earlier block prefetches (keys first: read first); the
