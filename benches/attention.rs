@@ -13,8 +13,8 @@
 
 mod common;
 
-use common::{against_bandwidth, median_time, read_bandwidth, threads, values, wanted, Measured};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use common::{Measured, against_bandwidth, median_time, read_bandwidth, threads, values, wanted};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sparq::{AttnParams, AttnScratch, Cpu, KvCache, KvCacheConfig, KvDtype, SeqId};
 use std::hint::black_box;
 use std::time::Duration;
@@ -28,16 +28,9 @@ const BLOCK: usize = 16;
 
 /// A cache of `layers` layers holding one sequence of `ctx` tokens.
 fn filled(dtype: KvDtype, n_kv_heads: usize, head_dim: usize, ctx: usize, layers: usize) -> (KvCache, SeqId) {
-    let mut cache = KvCache::new(KvCacheConfig {
-        n_layers: layers,
-        n_kv_heads,
-        head_dim,
-        block_size: BLOCK,
-        n_blocks: ctx.div_ceil(BLOCK),
-        max_seq_len: ctx,
-        dtype,
-    })
-    .expect("cache");
+    let mut cache =
+        KvCache::new(KvCacheConfig { n_layers: layers, n_kv_heads, head_dim, block_size: BLOCK, n_blocks: ctx.div_ceil(BLOCK), max_seq_len: ctx, dtype })
+            .expect("cache");
     let seq = cache.new_sequence();
     cache.append(seq, ctx).expect("append");
     let (k, v) = (values(1, ctx * n_kv_heads * head_dim), values(2, ctx * n_kv_heads * head_dim));

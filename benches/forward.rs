@@ -15,8 +15,8 @@
 mod common;
 
 use common::{median, median_time, read_bandwidth, threads, wanted};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sparq::model::{synthetic_llama, Config, Gguf, Llama, Session, WeightLayout};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sparq::model::{Config, Gguf, Llama, Session, WeightLayout, synthetic_llama};
 use sparq::{Cpu, DType, KvDtype};
 use std::hint::black_box;
 use std::path::PathBuf;

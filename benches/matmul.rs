@@ -18,10 +18,10 @@
 
 mod common;
 
-use common::{against_bandwidth, median_time, read_bandwidth, threads, values, wanted, Measured};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use common::{Measured, against_bandwidth, median_time, read_bandwidth, threads, values, wanted};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sparq::matmul::tiled::can_tile;
-use sparq::{quant, Cpu, DType, Isa, PackedWeights, Scratch, Weights};
+use sparq::{Cpu, DType, Isa, PackedWeights, Scratch, Weights, quant};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -45,9 +45,8 @@ fn bench(c: &mut Criterion) {
     let mut scratch = Scratch::default();
 
     for (n, k) in SMOLLM2.into_iter().chain(LLAMA8B) {
-        let labels = |dtype: DType| -> Vec<String> {
-            if can_tile(dtype) { vec![dtype.to_string(), format!("{dtype}_tiled")] } else { vec![dtype.to_string()] }
-        };
+        let labels =
+            |dtype: DType| -> Vec<String> { if can_tile(dtype) { vec![dtype.to_string(), format!("{dtype}_tiled")] } else { vec![dtype.to_string()] } };
         let ids_for = |dtype: DType| -> Vec<String> {
             cpus.iter()
                 .flat_map(|cpu| {
@@ -71,20 +70,26 @@ fn bench(c: &mut Criterion) {
             let copies: Vec<Vec<u8>> = (0..COLD_BYTES.div_ceil(bytes.len()))
                 .map(|c| {
                     let (step, shift) = (if n % 7 == 0 { 1 } else { 7 }, c * 13);
-                    (0..n).flat_map(|i| {
-                        let r = (i * step + shift) % n;
-                        bytes[r * row_bytes..(r + 1) * row_bytes].iter().copied()
-                    }).collect()
+                    (0..n)
+                        .flat_map(|i| {
+                            let r = (i * step + shift) % n;
+                            bytes[r * row_bytes..(r + 1) * row_bytes].iter().copied()
+                        })
+                        .collect()
                 })
                 .collect();
             let plain: Vec<Weights> = copies.iter().map(|b| Weights::new(dtype, n, k, b).expect("weights")).collect();
             let w_plain = Weights::new(dtype, n, k, &bytes).expect("weights");
             for label in labels(dtype) {
                 let tiled = label.ends_with("_tiled");
-                if !cpus.iter().any(|cpu| [1, 128].iter().any(|m| wanted(&format!("{}/{label}/{}/{n}x{k}/m{m}", if *m == 1 { "matvec" } else { "matmul" }, cpu.isa())))) {
+                if !cpus
+                    .iter()
+                    .any(|cpu| [1, 128].iter().any(|m| wanted(&format!("{}/{label}/{}/{n}x{k}/m{m}", if *m == 1 { "matvec" } else { "matmul" }, cpu.isa()))))
+                {
                     continue;
                 }
-                let packed = if tiled { Some((PackedWeights::pack(&plain, 0).expect("pack"), PackedWeights::pack(&[w_plain], 0).expect("pack"))) } else { None };
+                let packed =
+                    if tiled { Some((PackedWeights::pack(&plain, 0).expect("pack"), PackedWeights::pack(&[w_plain], 0).expect("pack"))) } else { None };
                 let mut next = 0usize;
                 let mut cold = || {
                     next = (next + 1) % copies.len();

@@ -5,7 +5,7 @@
 //!     [--threads 2] [--isa avx512vnni] [--iters 50]
 
 use sparq::matmul::reference::{f32_error_bound, matmul_f64, matmul_q8_f64};
-use sparq::{quant, Cpu, DType, Isa, Scratch, Weights};
+use sparq::{Cpu, DType, Isa, Scratch, Weights, quant};
 use std::time::Instant;
 
 struct Args {

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{find_model, GgufTokenizer};
+use common::{GgufTokenizer, find_model};
 use sparq::model::{Llama, Sampler, SamplerConfig, Session};
 use sparq::{Cpu, KvDtype};
 use std::io::Write;

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{find_model, GgufTokenizer};
+use common::{GgufTokenizer, find_model};
 use sparq::model::{Llama, Session};
 use sparq::{Cpu, KvDtype};
 use std::path::PathBuf;

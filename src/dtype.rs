@@ -31,8 +31,7 @@ pub struct DTypeInfo {
 
 impl DType {
     /// Every format, in a fixed order (index = [`DType::index`]).
-    pub const ALL: [DType; 7] =
-        [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q8_1];
+    pub const ALL: [DType; 7] = [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q8_1];
     /// The formats the matmul kernels take as weights.
     pub const WEIGHTS: [DType; 6] = [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
 

@@ -46,8 +46,8 @@ pub mod ops;
 pub mod quant;
 
 pub use attention::{AttnParams, AttnScratch};
-pub use backend::cpu::{isa_report, Isa};
-pub use kv_cache::{KvCache, KvCacheConfig, KvDtype, SeqId};
+pub use backend::cpu::{Isa, isa_report};
 pub use dtype::{DType, DTypeInfo};
 pub use error::{Error, Result};
-pub use matmul::{tiled::PackedWeights, Cpu, Scratch, Weights};
+pub use kv_cache::{KvCache, KvCacheConfig, KvDtype, SeqId};
+pub use matmul::{Cpu, Scratch, Weights, tiled::PackedWeights};

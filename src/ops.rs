@@ -3,8 +3,8 @@
 //! these sizes, so they are plain loops the compiler vectorises; each has its f64 reference in
 //! the tests.
 
-use crate::error::shape_err;
 use crate::Result;
+use crate::error::shape_err;
 
 /// `out[r] = x[r] / rms(x[r]) · w` for each row `r` of `x` (rows, dim); `rms = √(mean(x²) + eps)`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) -> Result<()> {

@@ -6,7 +6,7 @@ mod common;
 
 use common::{cpus, values};
 use proptest::prelude::*;
-use sparq::attention::reference::{attention_f64, f32_error_bound, int8_error_bound, int8_kernel_error_bound, RefAttention};
+use sparq::attention::reference::{RefAttention, attention_f64, f32_error_bound, int8_error_bound, int8_kernel_error_bound};
 use sparq::{AttnParams, AttnScratch, KvCache, KvCacheConfig, KvDtype, SeqId};
 
 #[derive(Debug, Clone)]
@@ -112,11 +112,7 @@ fn check(case: &Case, dtype: KvDtype) -> Result<(), TestCaseError> {
     let q = values(case.seed ^ 0x51, case.n_q * width, 1.0);
     let reference = attention_f64(&cache, layer, seqs[0], &q, &p).unwrap();
     let q_dec = values(case.seed ^ 0x52, seqs.len() * width, 1.0);
-    let refs_dec: Vec<_> = seqs
-        .iter()
-        .enumerate()
-        .map(|(b, &s)| attention_f64(&cache, layer, s, &q_dec[b * width..(b + 1) * width], &p).unwrap())
-        .collect();
+    let refs_dec: Vec<_> = seqs.iter().enumerate().map(|(b, &s)| attention_f64(&cache, layer, s, &q_dec[b * width..(b + 1) * width], &p).unwrap()).collect();
     let mut scratch = AttnScratch::default();
     for cpu in cpus() {
         let ctx = format!("{} {} threads {dtype} {case:?}", cpu.isa(), cpu.threads());

@@ -1,6 +1,6 @@
 //! Bad input gets an `Error` naming the op (or a documented result) — never a panic.
 
-use sparq::{quant, Cpu, DType, Error, Isa, Scratch, Weights};
+use sparq::{Cpu, DType, Error, Isa, Scratch, Weights, quant};
 
 fn q4_1(n: usize, k: usize) -> Vec<u8> {
     quant::quantize(DType::Q4_1, &vec![0.5; n * k]).unwrap()

@@ -112,9 +112,9 @@ fn truncated_real_headers_are_errors() {
 /// (their dims, formats and bytes), alignment padding.
 #[test]
 fn writer_round_trips_through_the_reader() {
-    use sparq::model::gguf::Value;
-    use sparq::model::GgufWriter;
     use sparq::DType;
+    use sparq::model::GgufWriter;
+    use sparq::model::gguf::Value;
     let mut w = GgufWriter::new();
     let entries = [
         ("a.u8", Value::U8(7)),

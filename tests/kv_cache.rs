@@ -11,12 +11,25 @@ const ROW: usize = HEADS * HD;
 #[derive(Debug, Clone)]
 enum Op {
     New,
-    Append { seq: usize, n: usize },
-    Fork { seq: usize },
-    Truncate { seq: usize, keep: usize },
-    Free { seq: usize },
+    Append {
+        seq: usize,
+        n: usize,
+    },
+    Fork {
+        seq: usize,
+    },
+    Truncate {
+        seq: usize,
+        keep: usize,
+    },
+    Free {
+        seq: usize,
+    },
     /// Overwrite an existing position (exercises copy-on-write of shared full blocks).
-    Rewrite { seq: usize, pos: usize },
+    Rewrite {
+        seq: usize,
+        pos: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -39,16 +52,8 @@ fn token(tag: u32, layer: usize) -> (Vec<f32>, Vec<f32>) {
 }
 
 fn run(ops: &[Op], dtype: KvDtype, block_size: usize) -> Result<(), TestCaseError> {
-    let mut cache = KvCache::new_poisoned(KvCacheConfig {
-        n_layers: 2,
-        n_kv_heads: HEADS,
-        head_dim: HD,
-        block_size,
-        n_blocks: 12,
-        max_seq_len: 150,
-        dtype,
-    })
-    .unwrap();
+    let mut cache =
+        KvCache::new_poisoned(KvCacheConfig { n_layers: 2, n_kv_heads: HEADS, head_dim: HD, block_size, n_blocks: 12, max_seq_len: 150, dtype }).unwrap();
     // The model: per live sequence, the tag of each stored token.
     let mut model: Vec<(SeqId, Vec<u32>)> = vec![(cache.new_sequence(), vec![])];
     let mut dead: Vec<SeqId> = vec![];

@@ -71,7 +71,6 @@ fn logits_match_the_numpy_oracle() {
     }
 }
 
-
 fn greedy(session: &mut Session, prompt: &[u32], n: usize) -> Vec<u32> {
     let mut out = Vec::new();
     let mut logits = session.forward(prompt, false).unwrap().to_vec();
@@ -89,10 +88,7 @@ fn sessions_share_one_model_across_threads() {
     let prompts: [&[u32]; 3] = [&[504, 3575, 282, 4649, 314], &[19556, 28, 905], &[1, 9690, 198]];
     let alone: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(&mut Session::new(model(), &cpu, 64, KvDtype::F32).unwrap(), p, 12)).collect();
     let together: Vec<Vec<u32>> = std::thread::scope(|s| {
-        let handles: Vec<_> = prompts
-            .iter()
-            .map(|p| s.spawn(|| greedy(&mut Session::new(model(), &cpu, 64, KvDtype::F32).unwrap(), p, 12)))
-            .collect();
+        let handles: Vec<_> = prompts.iter().map(|p| s.spawn(|| greedy(&mut Session::new(model(), &cpu, 64, KvDtype::F32).unwrap(), p, 12))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(alone, together);
@@ -115,9 +111,20 @@ fn context_limits_are_errors() {
 /// A synthetic model (any shape, no file) loads and runs: a small config with GQA, odd sizes.
 #[test]
 fn synthetic_models_load_and_run() {
-    use sparq::model::{synthetic_llama, Config, Gguf};
     use sparq::DType;
-    let c = Config { n_layers: 2, dim: 96, hidden_dim: 160, n_heads: 6, n_kv_heads: 2, head_dim: 16, vocab_size: 77, context_length: 64, rope_base: 10_000.0, norm_eps: 1e-5 };
+    use sparq::model::{Config, Gguf, synthetic_llama};
+    let c = Config {
+        n_layers: 2,
+        dim: 96,
+        hidden_dim: 160,
+        n_heads: 6,
+        n_kv_heads: 2,
+        head_dim: 16,
+        vocab_size: 77,
+        context_length: 64,
+        rope_base: 10_000.0,
+        norm_eps: 1e-5,
+    };
     let bytes = synthetic_llama(&c, DType::Q4_1, DType::Q8_0, 3).unwrap();
     let model = Llama::from_gguf(Gguf::from_bytes(bytes).unwrap(), WeightLayout::Tiled).unwrap();
     assert_eq!(model.config, c);
@@ -140,9 +147,20 @@ fn synthetic_models_load_and_run() {
 /// and within f32 summation-order noise at decode (where the mapped weights take the row kernel).
 #[test]
 fn tiled_and_mapped_layouts_agree() {
-    use sparq::model::{synthetic_llama, Config, Gguf};
     use sparq::DType;
-    let c = Config { n_layers: 2, dim: 128, hidden_dim: 224, n_heads: 4, n_kv_heads: 2, head_dim: 32, vocab_size: 100, context_length: 32, rope_base: 10_000.0, norm_eps: 1e-5 };
+    use sparq::model::{Config, Gguf, synthetic_llama};
+    let c = Config {
+        n_layers: 2,
+        dim: 128,
+        hidden_dim: 224,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 32,
+        vocab_size: 100,
+        context_length: 32,
+        rope_base: 10_000.0,
+        norm_eps: 1e-5,
+    };
     for dtype in [DType::Q4_1, DType::Q4_0, DType::Q8_0] {
         let bytes = synthetic_llama(&c, dtype, DType::Q8_0, 5).unwrap();
         let tiled = Llama::from_gguf(Gguf::from_bytes(bytes.clone()).unwrap(), WeightLayout::Tiled).unwrap();

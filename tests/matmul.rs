@@ -6,18 +6,17 @@ mod common;
 
 use common::{bits, check_matmul, check_matmul_on, cpus, many_equals_separate, values};
 use proptest::prelude::*;
-use sparq::{matmul::PANEL_MIN_M, quant, Cpu, DType, Isa, Scratch, Weights};
+use sparq::{Cpu, DType, Isa, Scratch, Weights, matmul::PANEL_MIN_M, quant};
 
 fn case() -> impl Strategy<Value = (DType, usize, usize, usize, Vec<f32>, Vec<f32>)> {
     // Up to 40 blocks: past one 16-block scale group of the AVX-512 row kernel, with tails.
-    (prop::sample::select(DType::WEIGHTS.to_vec()), 1usize..=37, 0usize..=40, 0usize..=31, 1usize..=19)
-        .prop_flat_map(|(dtype, n, blocks, tail, m)| {
-            // Block formats need k % 32 == 0; float formats get arbitrary tails.
-            let k = if dtype.is_block_quantized() { 32 * blocks } else { 32 * blocks + tail };
-            let w = prop::collection::vec(-2f32..2f32, n * k);
-            let x = prop::collection::vec(-4f32..4f32, m * k);
-            (Just(dtype), Just(n), Just(k), Just(m), w, x)
-        })
+    (prop::sample::select(DType::WEIGHTS.to_vec()), 1usize..=37, 0usize..=40, 0usize..=31, 1usize..=19).prop_flat_map(|(dtype, n, blocks, tail, m)| {
+        // Block formats need k % 32 == 0; float formats get arbitrary tails.
+        let k = if dtype.is_block_quantized() { 32 * blocks } else { 32 * blocks + tail };
+        let w = prop::collection::vec(-2f32..2f32, n * k);
+        let x = prop::collection::vec(-4f32..4f32, m * k);
+        (Just(dtype), Just(n), Just(k), Just(m), w, x)
+    })
 }
 
 proptest! {

@@ -2,7 +2,7 @@
 //! quantizers (fixtures from scripts/gen_quant_fixtures.py), and round-trip properties.
 
 use proptest::prelude::*;
-use sparq::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QuantBlock, QK};
+use sparq::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK, QuantBlock};
 use sparq::{DType, Error};
 use std::path::PathBuf;
 
@@ -28,8 +28,12 @@ fn quantize_matches_gguf_py_bit_for_bit() {
         let theirs = fixture(&format!("{dtype}.bin"));
         if let Some(i) = first_difference(&ours, &theirs) {
             let block = dtype.info().block_bytes;
-            panic!("{dtype}: first differing byte {i} (block {}); ours {:?} theirs {:?}", i / block,
-                &ours[i / block * block..(i / block + 1) * block], &theirs[i / block * block..(i / block + 1) * block]);
+            panic!(
+                "{dtype}: first differing byte {i} (block {}); ours {:?} theirs {:?}",
+                i / block,
+                &ours[i / block * block..(i / block + 1) * block],
+                &theirs[i / block * block..(i / block + 1) * block]
+            );
         }
     }
 }

@@ -8,7 +8,7 @@ use common::{bits, compare, cpus, many_equals_separate, values};
 use proptest::prelude::*;
 use sparq::matmul::reference::matmul_q8_f64;
 use sparq::matmul::tiled::TILE;
-use sparq::{matmul::PANEL_MIN_M, quant, DType, Error, PackedWeights, Scratch, Weights};
+use sparq::{DType, Error, PackedWeights, Scratch, Weights, matmul::PANEL_MIN_M, quant};
 
 const TILED: [DType; 3] = [DType::Q8_0, DType::Q4_0, DType::Q4_1];
 

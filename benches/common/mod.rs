@@ -35,17 +35,23 @@ pub struct Measured {
 pub fn wanted(id: &str) -> bool {
     // Criterion's options that take a value as the next argument: that value is not a filter.
     const WITH_VALUE: [&str; 13] = [
-        "--warm-up-time", "--measurement-time", "--sample-size", "--save-baseline", "--baseline", "--load-baseline",
-        "--profile-time", "--noise-threshold", "--confidence-level", "--significance-level", "--nresamples",
-        "--output-format", "--color",
+        "--warm-up-time",
+        "--measurement-time",
+        "--sample-size",
+        "--save-baseline",
+        "--baseline",
+        "--load-baseline",
+        "--profile-time",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--nresamples",
+        "--output-format",
+        "--color",
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let filter: Vec<&String> = args
-        .iter()
-        .enumerate()
-        .filter(|(i, a)| !a.starts_with('-') && (*i == 0 || !WITH_VALUE.contains(&args[i - 1].as_str())))
-        .map(|(_, a)| a)
-        .collect();
+    let filter: Vec<&String> =
+        args.iter().enumerate().filter(|(i, a)| !a.starts_with('-') && (*i == 0 || !WITH_VALUE.contains(&args[i - 1].as_str()))).map(|(_, a)| a).collect();
     filter.is_empty() || filter.iter().any(|f| id.contains(f.as_str()))
 }
 
@@ -168,7 +174,6 @@ pub fn median_time(runs: usize, mut f: impl FnMut()) -> f64 {
             .collect(),
     )
 }
-
 
 /// A decode kernel judged against the bandwidth next to it: 9 rounds of (quick probe, 9 timed
 /// calls of `call`, each streaming `bytes`, quick probe again). The bandwidth this VM gets moves

@@ -104,9 +104,9 @@ pub struct GgufTokenizer {
 
 impl GgufTokenizer {
     pub fn from_gguf(g: &Gguf) -> Result<GgufTokenizer, String> {
-        use tokenizers::models::bpe::BPE;
-        use tokenizers::pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence, PreTokenizerWrapper};
         use tokenizers::AddedToken;
+        use tokenizers::models::bpe::BPE;
+        use tokenizers::pre_tokenizers::{PreTokenizerWrapper, byte_level::ByteLevel, digits::Digits, sequence::Sequence};
         let model = g.get_str("tokenizer.ggml.model").map_err(|e| e.to_string())?;
         if model != "gpt2" {
             return Err(format!("tokenizer model {model:?} is not supported (only byte-level BPE, \"gpt2\")"));
@@ -125,11 +125,8 @@ impl GgufTokenizer {
             .into_iter()
             .map(|m| m.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())).ok_or(format!("bad merge {m:?}")))
             .collect::<Result<Vec<_>, _>>()?;
-        let types: Vec<u64> = g
-            .get("tokenizer.ggml.token_type")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_u64).collect())
-            .unwrap_or_default();
+        let types: Vec<u64> =
+            g.get("tokenizer.ggml.token_type").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
         let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| e.to_string())?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
@@ -147,11 +144,7 @@ impl GgufTokenizer {
         inner.add_special_tokens(&special);
         let id = |k: &str| g.get_usize(k).ok().map(|v| v as u32);
         let template = g.get_str("tokenizer.chat_template").unwrap_or("");
-        let default_system = template
-            .split("'<|im_start|>system\n")
-            .nth(1)
-            .and_then(|rest| rest.split("<|im_end|>").next())
-            .map(str::to_owned);
+        let default_system = template.split("'<|im_start|>system\n").nth(1).and_then(|rest| rest.split("<|im_end|>").next()).map(str::to_owned);
         Ok(GgufTokenizer { inner, bos: id("tokenizer.ggml.bos_token_id"), eos: id("tokenizer.ggml.eos_token_id").unwrap_or(0), default_system })
     }
 

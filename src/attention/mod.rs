@@ -13,7 +13,7 @@
 
 pub mod reference;
 
-use crate::backend::cpu::kernels::attend::{chunk_blocks, query_scratch, AttnRows, KvSpan};
+use crate::backend::cpu::kernels::attend::{AttnRows, KvSpan, chunk_blocks, query_scratch};
 use crate::backend::cpu::kernels::grow;
 use crate::error::shape_err;
 use crate::kv_cache::{KvCache, SeqId, SeqView};
@@ -59,10 +59,7 @@ impl AttnParams {
         let c = cache.config();
         let bad = |detail: String| Err(Error::Invalid { what: op, detail });
         if self.n_kv_heads != c.n_kv_heads || self.head_dim != c.head_dim {
-            return bad(format!(
-                "params have {} KV heads of {}, the cache {} of {}",
-                self.n_kv_heads, self.head_dim, c.n_kv_heads, c.head_dim
-            ));
+            return bad(format!("params have {} KV heads of {}, the cache {} of {}", self.n_kv_heads, self.head_dim, c.n_kv_heads, c.head_dim));
         }
         if self.n_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
             return bad(format!("n_heads = {} is not a positive multiple of n_kv_heads = {}", self.n_heads, self.n_kv_heads));
@@ -145,10 +142,7 @@ impl Cpu {
         let row = p.n_heads * p.head_dim;
         let n_q = q.len() / row;
         if q.len() % row != 0 || out.len() != q.len() || n_q > view.len {
-            return shape_err(
-                OP,
-                format!("q ({}) and out ({}) must be (n_q ≤ {}, {} · {})", q.len(), out.len(), view.len, p.n_heads, p.head_dim),
-            );
+            return shape_err(OP, format!("q ({}) and out ({}) must be (n_q ≤ {}, {} · {})", q.len(), out.len(), view.len, p.n_heads, p.head_dim));
         }
         check_finite(OP, q)?;
         let (g, hd, bs) = (p.n_heads / p.n_kv_heads, p.head_dim, view.layer.block_size);

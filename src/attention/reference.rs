@@ -1,9 +1,9 @@
 //! The specification: gather the sequence's stored keys and values, then dense softmax
 //! attention in f64. Safe, scalar, obvious.
 
-use super::{key_range, AttnParams};
-use crate::kv_cache::{KvCache, SeqId};
+use super::{AttnParams, key_range};
 use crate::Result;
+use crate::kv_cache::{KvCache, SeqId};
 
 /// The reference result and the magnitudes the f32 error bound depends on.
 #[derive(Debug, Clone)]
@@ -28,13 +28,7 @@ pub fn attention_f64(cache: &KvCache, layer: usize, seq: SeqId, q: &[f32], p: &A
     let len = cache.len(seq)?;
     let kv = (0..len).map(|pos| cache.read(seq, layer, pos)).collect::<Result<Vec<_>>>()?;
     let rows = n_q * p.n_heads;
-    let mut r = RefAttention {
-        out: vec![0.0; rows * hd],
-        score_mag: vec![0.0; rows],
-        v_max: vec![0.0; rows],
-        k_max: vec![0.0; rows],
-        n_keys: vec![0; rows],
-    };
+    let mut r = RefAttention { out: vec![0.0; rows * hd], score_mag: vec![0.0; rows], v_max: vec![0.0; rows], k_max: vec![0.0; rows], n_keys: vec![0; rows] };
     for t in 0..n_q {
         let pos = len - n_q + t;
         let (lo, hi) = key_range(pos, p.window);
@@ -113,16 +107,8 @@ fn bound(head_dim: usize, block_size: usize, score_mag: f64, score_err: f64, v_m
 ///
 /// `q_absmax`: the row's largest `|q| · scale`; `k_max`, `v_max`: the largest stored `|k|`,
 /// `|v|` elements the row sees.
-pub fn int8_kernel_error_bound(
-    head_dim: usize,
-    block_size: usize,
-    score_mag: f64,
-    q_absmax: f64,
-    k_max: f64,
-    v_max: f64,
-    n_keys: usize,
-) -> f64 {
-    use crate::backend::cpu::kernels::attend::{CHUNK_TOKENS, I16_LEVELS, I8_LEVELS};
+pub fn int8_kernel_error_bound(head_dim: usize, block_size: usize, score_mag: f64, q_absmax: f64, k_max: f64, v_max: f64, n_keys: usize) -> f64 {
+    use crate::backend::cpu::kernels::attend::{CHUNK_TOKENS, I8_LEVELS, I16_LEVELS};
     let score_err = 0.51 * q_absmax / I8_LEVELS as f64 * head_dim as f64 * k_max;
     bound(head_dim, block_size, score_mag, score_err, v_max, n_keys) + CHUNK_TOKENS as f64 * 0.51 / I16_LEVELS as f64 * v_max
 }

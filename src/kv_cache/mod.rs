@@ -95,10 +95,7 @@ impl KvCache {
             return invalid(format!("every dimension must be positive: {config:?}"));
         }
         if c.dtype == KvDtype::I8 && c.head_dim > MAX_INT8_HEAD_DIM {
-            return invalid(format!(
-                "an int8 cache takes head_dim ≤ {MAX_INT8_HEAD_DIM} (attention's exact integer sums would overflow), got {}",
-                c.head_dim
-            ));
+            return invalid(format!("an int8 cache takes head_dim ≤ {MAX_INT8_HEAD_DIM} (attention's exact integer sums would overflow), got {}", c.head_dim));
         }
         if c.n_blocks > u32::MAX as usize / 2 {
             return invalid(format!("n_blocks = {} is too many", c.n_blocks));

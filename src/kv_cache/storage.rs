@@ -66,10 +66,10 @@ impl std::fmt::Display for KvDtype {
 impl std::str::FromStr for KvDtype {
     type Err = Error;
     fn from_str(s: &str) -> Result<KvDtype> {
-        KvDtype::ALL.into_iter().find(|d| d.name().eq_ignore_ascii_case(s.trim())).ok_or_else(|| Error::Invalid {
-            what: "KV dtype",
-            detail: format!("{s:?} is not one of f32, f16, i8"),
-        })
+        KvDtype::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| Error::Invalid { what: "KV dtype", detail: format!("{s:?} is not one of f32, f16, i8") })
     }
 }
 
@@ -144,9 +144,7 @@ impl Pool {
             v
         };
         let scale = if poisoned { f32::NAN } else { 0.0 };
-        let layers = (0..c.n_layers)
-            .map(|_| Layer { k: data(), v: data(), k_scale: vec![scale; scales], v_scale: vec![scale; scales] })
-            .collect();
+        let layers = (0..c.n_layers).map(|_| Layer { k: data(), v: data(), k_scale: vec![scale; scales], v_scale: vec![scale; scales] }).collect();
         Ok(Pool { c: *c, layers })
     }
 

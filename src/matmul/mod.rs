@@ -12,7 +12,7 @@ pub mod reference;
 pub mod tiled;
 
 use crate::backend::cpu::kernels::quant_panel::PanelBuf;
-use crate::backend::cpu::kernels::{grow, Acts, BlockScales, Output, TiledRows, WeightRows};
+use crate::backend::cpu::kernels::{Acts, BlockScales, Output, TiledRows, WeightRows, grow};
 use crate::backend::cpu::pool::WorkerPool;
 use crate::backend::cpu::{Isa, Kernels};
 use crate::error::shape_err;

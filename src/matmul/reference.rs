@@ -10,8 +10,8 @@
 //! rounding error (see [`f32_error_bound`]).
 
 use super::Weights;
-use crate::quant::{self, float::f16_le, quantize_q8_ref, BlockQ4_0, BlockQ4_1, QK};
 use crate::DType;
+use crate::quant::{self, BlockQ4_0, BlockQ4_1, QK, float::f16_le, quantize_q8_ref};
 
 /// Reference output: `y` (m × n) and the per-output magnitude `Σ |terms|` (m × n).
 #[derive(Debug, Clone)]

@@ -22,9 +22,9 @@
 //! unpacking (`Weights::gguf_bytes`) gives the file back, bit for bit (tested).
 
 use super::Weights;
+use crate::backend::cpu::simd::head;
 use crate::error::shape_err;
 use crate::quant::QK;
-use crate::backend::cpu::simd::head;
 use crate::{DType, Error, Result};
 use std::ops::Range;
 

@@ -5,9 +5,9 @@
 use super::gguf::Gguf;
 use crate::attention::{AttnParams, AttnScratch};
 use crate::kv_cache::{KvCache, KvCacheConfig, KvDtype, SeqId};
-use crate::ops::{add_assign, rms_norm, Rope};
 use crate::matmul::tiled;
-use crate::{quant, Cpu, DType, Error, PackedWeights, Result, Scratch, Weights};
+use crate::ops::{Rope, add_assign, rms_norm};
+use crate::{Cpu, DType, Error, PackedWeights, Result, Scratch, Weights, quant};
 use std::path::Path;
 
 /// The hyper-parameters, read from GGUF metadata.
@@ -192,10 +192,7 @@ impl Llama {
         // are the suspect), so a Q4_0 model keeps the file's layout until that is understood.
         mats.retain(|m| tiled::can_tile(m.dtype) && m.dtype != DType::Q4_0);
         let gguf = &self.gguf;
-        let ws: Vec<Weights> = mats
-            .iter()
-            .map(|m| Weights::new(m.dtype, m.n, m.k, gguf.tensor_bytes(m.index)).expect("validated at load"))
-            .collect();
+        let ws: Vec<Weights> = mats.iter().map(|m| Weights::new(m.dtype, m.n, m.k, gguf.tensor_bytes(m.index)).expect("validated at load")).collect();
         self.packed = PackedWeights::pack(&ws, 0)?;
         for (i, m) in mats.into_iter().enumerate() {
             m.packed = Some(i);
@@ -311,11 +308,7 @@ impl<'m> Session<'m> {
         }
         let pos0 = self.pos();
         if pos0 + m > self.cache.config().max_seq_len {
-            return Err(Error::Model(format!(
-                "{} tokens would pass this session's context of {} tokens ({pos0} used)",
-                m,
-                self.cache.config().max_seq_len
-            )));
+            return Err(Error::Model(format!("{} tokens would pass this session's context of {} tokens ({pos0} used)", m, self.cache.config().max_seq_len)));
         }
         let (dim, kv_dim, hd) = (c.dim, c.n_kv_heads * c.head_dim, c.head_dim);
         for (buf, len) in [

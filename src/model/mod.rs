@@ -9,6 +9,6 @@ pub mod synthetic;
 
 pub use gguf::Gguf;
 pub use gguf_write::GgufWriter;
-pub use synthetic::synthetic_llama;
 pub use llama::{Config, Llama, Session, WeightLayout};
 pub use sampler::{Sampler, SamplerConfig};
+pub use synthetic::synthetic_llama;

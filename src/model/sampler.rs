@@ -41,8 +41,7 @@ impl Sampler {
             || !(c.repeat_penalty > 0.0 && c.repeat_penalty.is_finite())
         {
             return Err(Error::Invalid {
-                what: "sampler",
-                detail: format!("temperature ≥ 0, 0 < top_p ≤ 1 and repeat_penalty > 0 are required: {config:?}"),
+                what: "sampler", detail: format!("temperature ≥ 0, 0 < top_p ≤ 1 and repeat_penalty > 0 are required: {config:?}")
             });
         }
         Ok(Sampler { config, state: config.seed ^ 0x9E37_79B9_7F4A_7C15, candidates: Vec::new() })

@@ -5,7 +5,7 @@
 use super::gguf::Value;
 use super::gguf_write::GgufWriter;
 use super::llama::Config;
-use crate::{quant, DType, Result};
+use crate::{DType, Result, quant};
 
 impl Config {
     /// SmolLM2-135M's hyper-parameters.

@@ -7,8 +7,8 @@
 mod blocks;
 pub mod float;
 
-pub use blocks::{q4_values, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QuantBlock, QK};
 pub(crate) use blocks::quantize_q8_ref;
+pub use blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK, QuantBlock, q4_values};
 
 use crate::{DType, Error, Result};
 
@@ -60,10 +60,7 @@ pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     check_len("dequantize", dtype, out.len())?;
     let expected = dtype.bytes_for(out.len());
     if expected != Some(bytes.len()) {
-        return crate::error::shape_err(
-            "dequantize",
-            format!("{} elements of {dtype} need {expected:?} bytes, got {}", out.len(), bytes.len()),
-        );
+        return crate::error::shape_err("dequantize", format!("{} elements of {dtype} need {expected:?} bytes, got {}", out.len(), bytes.len()));
     }
     let halves = || bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     match dtype {

@@ -2,17 +2,15 @@
 //! check against the f64 references.
 #![allow(dead_code)]
 
-use sparq::matmul::reference::{f32_error_bound, matmul_f64, matmul_q8_f64, RefOutput};
-use sparq::{quant, Cpu, DType, Isa, Scratch, Weights};
+use sparq::matmul::reference::{RefOutput, f32_error_bound, matmul_f64, matmul_q8_f64};
+use sparq::{Cpu, DType, Isa, Scratch, Weights, quant};
 use std::sync::OnceLock;
 
 /// Every supported level with 1, 2 and 3 threads (3 > cores here: uneven splits and more tasks
 /// than cores are part of what is tested).
 pub fn cpus() -> &'static [Cpu] {
     static CPUS: OnceLock<Vec<Cpu>> = OnceLock::new();
-    CPUS.get_or_init(|| {
-        Isa::available().into_iter().flat_map(|isa| (1..=3).map(move |t| Cpu::with_isa(isa, t).expect("supported level"))).collect()
-    })
+    CPUS.get_or_init(|| Isa::available().into_iter().flat_map(|isa| (1..=3).map(move |t| Cpu::with_isa(isa, t).expect("supported level"))).collect())
 }
 
 /// A small deterministic generator (xorshift), for fixed-size tests outside proptest.
@@ -53,7 +51,12 @@ pub fn compare(cpu: &Cpu, w: &Weights, x: &[f32], m: usize, reference: &RefOutpu
         if !(err <= bound) {
             return Err(format!(
                 "{dtype} on {} ({} threads), m={m} n={n} k={k}: y[{}][{}] = {} vs reference {} (err {err:.3e} > bound {bound:.3e})",
-                cpu.isa(), cpu.threads(), i / n, i % n, y[i], reference.y[i]
+                cpu.isa(),
+                cpu.threads(),
+                i / n,
+                i % n,
+                y[i],
+                reference.y[i]
             ));
         }
     }

@@ -13,8 +13,8 @@ pub(crate) mod simd;
 mod tests;
 
 use crate::{DType, Error, Result};
-use kernels::quant_panel::PanelBuf;
 use kernels::attend::{AttnRows, KvSpan};
+use kernels::quant_panel::PanelBuf;
 use kernels::{Acts, TaskOut, TiledRows, WeightRows};
 use std::sync::OnceLock;
 
@@ -84,15 +84,12 @@ impl Isa {
         let cap = max.unwrap_or(Isa::Avx512Vnni);
         let chosen = Isa::available().into_iter().filter(|i| *i <= cap).max().unwrap_or(Isa::Scalar);
         match require {
-            Some(req) if !req.is_supported() => Err(Error::IsaUnavailable {
-                requested: req.to_string(),
-                source_of_request: "SPARQ_REQUIRE_ISA",
-                best: Isa::best().to_string(),
-            }),
-            Some(req) if chosen != req => Err(Error::Invalid {
-                what: "SPARQ_REQUIRE_ISA",
-                detail: format!("requires {req}, but SPARQ_MAX_ISA={cap} selects {chosen}"),
-            }),
+            Some(req) if !req.is_supported() => {
+                Err(Error::IsaUnavailable { requested: req.to_string(), source_of_request: "SPARQ_REQUIRE_ISA", best: Isa::best().to_string() })
+            }
+            Some(req) if chosen != req => {
+                Err(Error::Invalid { what: "SPARQ_REQUIRE_ISA", detail: format!("requires {req}, but SPARQ_MAX_ISA={cap} selects {chosen}") })
+            }
             _ => Ok(chosen),
         }
     }
@@ -296,12 +293,24 @@ isa_entry_points!(portable, Isa::Portable, 8, 4, simd::portable::Portable,);
 isa_entry_points!(avx2, Isa::Avx2, 8, 4, unsafe { simd::x86::Avx2::new_unchecked() }, target_feature(enable = "avx2,fma,f16c"));
 #[cfg(target_arch = "x86_64")]
 // SAFETY: as above.
-isa_entry_points!(avx512, Isa::Avx512, 16, 8, unsafe { simd::x86::Avx512::new_unchecked() },
-    target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq"));
+isa_entry_points!(
+    avx512,
+    Isa::Avx512,
+    16,
+    8,
+    unsafe { simd::x86::Avx512::new_unchecked() },
+    target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")
+);
 #[cfg(target_arch = "x86_64")]
 // SAFETY: as above.
-isa_entry_points!(avx512vnni, Isa::Avx512Vnni, 16, 12, unsafe { simd::x86::Avx512Vnni::new_unchecked() },
-    target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"));
+isa_entry_points!(
+    avx512vnni,
+    Isa::Avx512Vnni,
+    16,
+    12,
+    unsafe { simd::x86::Avx512Vnni::new_unchecked() },
+    target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+);
 
 /// A one-line account of the CPU levels: what is supported and what is selected.
 pub fn isa_report() -> String {

@@ -1,9 +1,9 @@
 //! Every vocabulary word and the quantize entry point, on every level this CPU supports, against
 //! the scalar words and the reference quantizer: integer results bit-exact.
 
-use super::simd::{scalar::Scalar, Simd};
+use super::simd::{Simd, scalar::Scalar};
 use super::{Isa, Kernels};
-use crate::quant::{BlockQ8_0, QuantBlock, QK};
+use crate::quant::{BlockQ8_0, QK, QuantBlock};
 use proptest::prelude::*;
 
 /// Lanes of an integer vector, read through the exact i32 → f32 conversion (|v| < 2²⁴ here).

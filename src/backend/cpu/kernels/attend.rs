@@ -20,7 +20,7 @@
 use super::formats::FloatFormat;
 use super::math::exp;
 use crate::backend::cpu::simd::Simd;
-use crate::kv_cache::storage::{stored_head_dim, LayerView};
+use crate::kv_cache::storage::{LayerView, stored_head_dim};
 use crate::kv_cache::{KvDtype, MAX_INT8_HEAD_DIM};
 use std::ops::Range;
 
@@ -586,10 +586,22 @@ macro_rules! by_row_chunks {
         let mut $r0 = 0;
         while $r0 < $n_rows {
             match $n_rows - $r0 {
-                1 => { const $nr: usize = 1; $body }
-                2 => { const $nr: usize = 2; $body }
-                3 => { const $nr: usize = 3; $body }
-                _ => { const $nr: usize = 4; $body }
+                1 => {
+                    const $nr: usize = 1;
+                    $body
+                }
+                2 => {
+                    const $nr: usize = 2;
+                    $body
+                }
+                3 => {
+                    const $nr: usize = 3;
+                    $body
+                }
+                _ => {
+                    const $nr: usize = 4;
+                    $body
+                }
             }
             $r0 += ($n_rows - $r0).min(4);
         }
@@ -639,7 +651,9 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
                 continue;
             }
             let slot0 = slot_of(block);
-            if K::SCALED && let Some(a) = ahead {
+            if K::SCALED
+                && let Some(a) = ahead
+            {
                 // The block ahead's scales: a line each (`block_size` f32), streams that no
                 // in-loop prefetch covers (KV from memory, 2 threads, alternating binaries,
                 // median µs: ctx 4096 SmolLM2 geometry 48.2 → 45.3, Llama-8B 269 → 258; ctx

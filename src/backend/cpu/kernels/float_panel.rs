@@ -9,7 +9,7 @@
 use super::formats::FloatFormat;
 use super::quant_panel::PanelBuf;
 use super::{Acts, TaskOut, WeightRows};
-use crate::backend::cpu::simd::{head, Simd};
+use crate::backend::cpu::simd::{Simd, head};
 
 /// Activation values per fixed-size step of the micro-kernel (constant offsets inside a step).
 const STEP: usize = 16;

@@ -15,12 +15,7 @@ const EDGE: usize = 4;
 
 /// `out[r][c] = Σᵢ x[r][i] · w[c][i]` over `k` elements.
 #[inline(always)]
-fn tile<S: Simd, W: FloatFormat, const R: usize, const C: usize>(
-    s: S,
-    w: [&[u8]; C],
-    x: [&[f32]; R],
-    k: usize,
-) -> [[f32; C]; R] {
+fn tile<S: Simd, W: FloatFormat, const R: usize, const C: usize>(s: S, w: [&[u8]; C], x: [&[f32]; R], k: usize) -> [[f32; C]; R] {
     let mut acc = [[s.zero(); C]; R];
     let body = k - k % S::LANES;
     for i in (0..body).step_by(S::LANES) {

@@ -2,7 +2,7 @@
 //! vector of them is loaded, the integer block formats by how a block becomes 32 bytes and how
 //! those bytes multiply an 8-bit activation block.
 
-use crate::backend::cpu::simd::{head, Simd};
+use crate::backend::cpu::simd::{Simd, head};
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use bytemuck::Pod;
 

@@ -15,10 +15,10 @@
 //! Packing costs one pass over the task's weights per call; it is amortized over all `m` rows.
 
 use super::formats::QuantFormat;
-use super::{grow, Acts, BlockScales, TaskOut, WeightRows};
-use crate::backend::cpu::simd::{head, Simd};
-use crate::quant::float::f16_le;
+use super::{Acts, BlockScales, TaskOut, WeightRows, grow};
+use crate::backend::cpu::simd::{Simd, head};
 use crate::quant::QK;
+use crate::quant::float::f16_le;
 
 /// Reusable storage for one packed panel; grows to the largest `k` seen, then stays.
 #[derive(Default, Debug)]
@@ -88,16 +88,7 @@ fn pack<S: Simd, Q: QuantFormat>(s: S, w: WeightRows, c0: usize, width: usize, b
 
 /// `MR` activation rows from `r0` against the packed panel; writes `width` columns at `c0`.
 #[inline(always)]
-fn micro<S: Simd, Q: QuantFormat, const MR: usize>(
-    s: S,
-    buf: &PanelBuf,
-    nb: usize,
-    x: Acts,
-    r0: usize,
-    c0: usize,
-    width: usize,
-    out: &TaskOut,
-) {
+fn micro<S: Simd, Q: QuantFormat, const MR: usize>(s: S, buf: &PanelBuf, nb: usize, x: Acts, r0: usize, c0: usize, width: usize, out: &TaskOut) {
     let lanes = S::LANES;
     // Exact-length views: with `b < nb` the compiler drops the per-access bounds checks.
     let mut xq: [&[i8]; MR] = [&[]; MR];
@@ -145,13 +136,7 @@ fn micro<S: Simd, Q: QuantFormat, const MR: usize>(
 
 /// `y[r][c] = x[r] · w[c]` for every row `r` and this task's columns, `MR` rows per micro-tile.
 #[inline(always)]
-pub(crate) fn panels<S: Simd, Q: QuantFormat, const MR: usize>(
-    s: S,
-    w: WeightRows,
-    x: Acts,
-    out: &TaskOut,
-    buf: &mut PanelBuf,
-) {
+pub(crate) fn panels<S: Simd, Q: QuantFormat, const MR: usize>(s: S, w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
     let lanes = S::LANES;
     let nb = w.k / QK;
     let cols = out.cols();

@@ -13,7 +13,7 @@
 
 use super::formats::{Q4Format, QuantFormat};
 use super::{Acts, QRow, TaskOut, WeightRows};
-use crate::backend::cpu::simd::{head, Simd};
+use crate::backend::cpu::simd::{Simd, head};
 use crate::quant::QK;
 
 /// Activation rows handled per pass over a weight row.

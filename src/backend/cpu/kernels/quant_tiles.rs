@@ -14,7 +14,7 @@
 
 use super::formats::QuantFormat;
 use super::{Acts, TaskOut, TiledRows};
-use crate::backend::cpu::simd::{head, Simd};
+use crate::backend::cpu::simd::{Simd, head};
 use crate::matmul::tiled::TILE;
 use crate::quant::QK;
 

@@ -19,8 +19,8 @@
 //! exact), `dot_u8` is exact for any `u8`. Activations quantized by sparq are always in
 //! `-127..=127`.
 
-pub(crate) mod scalar;
 pub(crate) mod portable;
+pub(crate) mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 

@@ -4,8 +4,8 @@
 //! where this level is chosen, reuse the scalar words lane by lane.
 
 use super::scalar::Scalar;
-use super::{head, Simd};
-use wide::{f32x8, i16x16, i32x8, i8x16};
+use super::{Simd, head};
+use wide::{f32x8, i8x16, i16x16, i32x8};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Portable;

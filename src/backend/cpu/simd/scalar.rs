@@ -1,7 +1,7 @@
 //! The scalar level: the same kernel bodies on 8-lane arrays of plain Rust arithmetic. Valid on
 //! every target; also the executable spec of each vocabulary word.
 
-use super::{head, Simd};
+use super::{Simd, head};
 use crate::quant::float::{bf16_bits_to_f32, f16_bits_to_f32};
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -7,7 +7,7 @@
 //! "a token exists ⇒ its features exist", plus explicit bounds: every pointer comes from a slice
 //! that `head()` has already bounds-checked to the exact size read or written.
 
-use super::{head, Simd};
+use super::{Simd, head};
 use core::arch::x86_64::*;
 
 /// AVX2 + FMA + F16C.
