@@ -8,15 +8,7 @@ use std::time::Instant;
 
 /// Deterministic values in [-1, 1), a different sequence per `seed`.
 pub fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut s = 0x2545_F491_4F6C_DD1Du64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    sparq::model::Uniform::values(seed, len, 1.0)
 }
 
 /// One benchmark's summary row.

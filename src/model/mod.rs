@@ -11,4 +11,4 @@ pub use gguf::Gguf;
 pub use gguf_write::GgufWriter;
 pub use llama::{Config, Llama, Session, WeightLayout};
 pub use sampler::{Sampler, SamplerConfig};
-pub use synthetic::synthetic_llama;
+pub use synthetic::{Uniform, synthetic_llama};

@@ -28,17 +28,8 @@ impl Config {
 /// A GGUF file of a Llama model with config `c`: matrices in `dtype`, the (tied) token embedding
 /// in `embd_dtype`, norms in F32, values uniform in ±`1/√k` from `seed`.
 pub fn synthetic_llama(c: &Config, dtype: DType, embd_dtype: DType, seed: u64) -> Result<Vec<u8>> {
-    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut values = |len: usize, scale: f32| -> Vec<f32> {
-        (0..len)
-            .map(|_| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                ((rng >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    };
+    let mut rng = Uniform::new(seed);
+    let mut values = |len: usize, scale: f32| -> Vec<f32> { (0..len).map(|_| rng.next_f32() * scale).collect() };
     let mut w = GgufWriter::new();
     let u32v = |v: usize| Value::U32(v as u32);
     w.metadata("general.architecture", Value::String("llama".into()))?
@@ -77,4 +68,29 @@ pub fn synthetic_llama(c: &Config, dtype: DType, embd_dtype: DType, seed: u64) -
     }
     w.tensor("output_norm.weight", &[c.dim], DType::F32, ones(c.dim))?;
     Ok(w.to_bytes())
+}
+
+/// A small deterministic generator (xorshift64) of values uniform in [-1, 1) in steps of 2⁻²³:
+/// the synthetic models' weights, and inputs for tests and benches outside proptest.
+#[derive(Clone, Debug)]
+pub struct Uniform(u64);
+
+impl Uniform {
+    pub fn new(seed: u64) -> Uniform {
+        Uniform(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_f32(&mut self) -> f32 {
+        let s = &mut self.0;
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        (*s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+
+    /// `len` values from `seed`'s sequence, times `scale`.
+    pub fn values(seed: u64, len: usize, scale: f32) -> Vec<f32> {
+        let mut rng = Uniform::new(seed);
+        (0..len).map(|_| rng.next_f32() * scale).collect()
+    }
 }

@@ -13,17 +13,9 @@ pub fn cpus() -> &'static [Cpu] {
     CPUS.get_or_init(|| Isa::available().into_iter().flat_map(|isa| (1..=3).map(move |t| Cpu::with_isa(isa, t).expect("supported level"))).collect())
 }
 
-/// A small deterministic generator (xorshift), for fixed-size tests outside proptest.
+/// Deterministic values uniform in ±`scale`, for fixed-size tests outside proptest.
 pub fn values(seed: u64, len: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    sparq::model::Uniform::values(seed, len, scale)
 }
 
 /// Runs `cpu.matmul` on every given CPU and checks every output against the reference within
