@@ -76,7 +76,7 @@ impl DType {
     /// the size overflows.
     pub fn bytes_for(self, elems: usize) -> Option<usize> {
         let info = self.info();
-        if elems % info.block_elems != 0 {
+        if !elems.is_multiple_of(info.block_elems) {
             return None;
         }
         (elems / info.block_elems).checked_mul(info.block_bytes)

@@ -9,7 +9,7 @@ use crate::error::shape_err;
 /// `out[r] = x[r] / rms(x[r]) · w` for each row `r` of `x` (rows, dim); `rms = √(mean(x²) + eps)`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) -> Result<()> {
     let dim = w.len();
-    if dim == 0 || x.len() % dim != 0 || out.len() != x.len() {
+    if dim == 0 || !x.len().is_multiple_of(dim) || out.len() != x.len() {
         return shape_err("rms_norm", format!("x ({}) and out ({}) must be rows of dim = {dim}", x.len(), out.len()));
     }
     for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
@@ -91,7 +91,7 @@ impl Rope {
     pub fn apply(&self, x: &mut [f32], n_heads: usize, pos0: usize) -> Result<()> {
         let (hd, half) = (self.head_dim, self.head_dim / 2);
         let row = n_heads * hd;
-        if row == 0 || x.len() % row != 0 {
+        if row == 0 || !x.len().is_multiple_of(row) {
             return shape_err("rope", format!("x has {} values, not rows of {n_heads} heads × {hd}", x.len()));
         }
         if pos0 + x.len() / row > self.max_pos() {

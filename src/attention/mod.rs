@@ -61,7 +61,7 @@ impl AttnParams {
         if self.n_kv_heads != c.n_kv_heads || self.head_dim != c.head_dim {
             return bad(format!("params have {} KV heads of {}, the cache {} of {}", self.n_kv_heads, self.head_dim, c.n_kv_heads, c.head_dim));
         }
-        if self.n_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!("n_heads = {} is not a positive multiple of n_kv_heads = {}", self.n_heads, self.n_kv_heads));
         }
         if !self.scale.is_finite() || self.softcap.is_some_and(|c| !(c.is_finite() && c > 0.0)) || self.window == Some(0) {
@@ -126,6 +126,7 @@ pub struct AttnScratch {
 impl Cpu {
     /// Causal attention for the last `n_q` tokens of `seq` (prefill): `q` and `out` are
     /// `(n_q, n_heads, head_dim)`.
+    #[allow(clippy::too_many_arguments, reason = "the cache, what to read of it, the inputs and outputs, and scratch: each distinct")]
     pub fn attention_prefill(
         &self,
         cache: &KvCache,
@@ -141,7 +142,7 @@ impl Cpu {
         let view = cache.view(seq, layer)?;
         let row = p.n_heads * p.head_dim;
         let n_q = q.len() / row;
-        if q.len() % row != 0 || out.len() != q.len() || n_q > view.len {
+        if !q.len().is_multiple_of(row) || out.len() != q.len() || n_q > view.len {
             return shape_err(OP, format!("q ({}) and out ({}) must be (n_q ≤ {}, {} · {})", q.len(), out.len(), view.len, p.n_heads, p.head_dim));
         }
         check_finite(OP, q)?;
@@ -171,6 +172,7 @@ impl Cpu {
     /// Decode attention for a batch of sequences, each contributing its last token as one query:
     /// `q` and `out` are `(batch, n_heads, head_dim)`, row `b` for `seqs[b]`. Long contexts are
     /// split across threads and merged by log-sum-exp.
+    #[allow(clippy::too_many_arguments, reason = "the cache, what to read of it, the inputs and outputs, and scratch: each distinct")]
     pub fn attention_decode(
         &self,
         cache: &KvCache,

@@ -247,7 +247,7 @@ impl KvCache {
         if layer >= c.n_layers {
             return invalid(format!("layer {layer} of {}", c.n_layers));
         }
-        if k.len() != v.len() || k.len() % row != 0 {
+        if k.len() != v.len() || !k.len().is_multiple_of(row) {
             return crate::error::shape_err(
                 "KvCache::write",
                 format!("k and v must both be (t, n_kv_heads · head_dim = {row}); got {} and {}", k.len(), v.len()),

@@ -83,7 +83,7 @@ impl<'a> Weights<'a> {
         if !info.weight_format {
             return Err(Error::Unsupported { op: OP, dtype });
         }
-        if k % info.block_elems != 0 {
+        if !k.is_multiple_of(info.block_elems) {
             return Err(Error::BlockAlign { op: OP, what: "k", len: k, dtype, block: info.block_elems });
         }
         let expected = n.checked_mul(k).and_then(|e| dtype.bytes_for(e));

@@ -41,10 +41,10 @@ impl Config {
             return Err(Error::Model(format!("inconsistent heads: dim {dim}, {n_heads} heads, {n_kv_heads} KV heads")));
         }
         let head_dim = dim / n_heads;
-        if let Ok(rot) = g.get_usize(&key("rope.dimension_count")) {
-            if rot != head_dim {
-                return Err(Error::Model(format!("partial rotary embedding ({rot} of {head_dim}) is not supported")));
-            }
+        if let Ok(rot) = g.get_usize(&key("rope.dimension_count"))
+            && rot != head_dim
+        {
+            return Err(Error::Model(format!("partial rotary embedding ({rot} of {head_dim}) is not supported")));
         }
         let vocab_size = match g.get_usize(&key("vocab_size")) {
             Ok(v) => v,

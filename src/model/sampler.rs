@@ -34,6 +34,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    #[allow(clippy::nonminimal_bool, reason = "negated comparisons on purpose: NaN fails every one of them")]
     pub fn new(config: SamplerConfig) -> Result<Sampler> {
         let c = &config;
         if !(c.temperature >= 0.0 && c.temperature.is_finite())

@@ -14,7 +14,7 @@ use crate::{DType, Error, Result};
 
 fn check_len(op: &'static str, dtype: DType, elems: usize) -> Result<()> {
     let block = dtype.info().block_elems;
-    if elems % block != 0 {
+    if !elems.is_multiple_of(block) {
         return Err(Error::BlockAlign { op, what: "element count", len: elems, dtype, block });
     }
     Ok(())

@@ -37,9 +37,10 @@ pub fn compare(cpu: &Cpu, w: &Weights, x: &[f32], m: usize, reference: &RefOutpu
     let (dtype, n, k) = (w.dtype(), w.n(), w.k());
     let mut y = vec![f32::NAN; m * n];
     cpu.matmul(w, x, m, &mut y, &mut Scratch::default()).map_err(|e| e.to_string())?;
-    for i in 0..m * n {
+    for (i, &yi) in y.iter().enumerate() {
         let bound = f32_error_bound(dtype, k, reference.magnitude[i]) + 1e-30;
-        let err = (y[i] as f64 - reference.y[i]).abs();
+        let err = (yi as f64 - reference.y[i]).abs();
+        #[allow(clippy::neg_cmp_op_on_partial_ord, reason = "a NaN error must fail")]
         if !(err <= bound) {
             return Err(format!(
                 "{dtype} on {} ({} threads), m={m} n={n} k={k}: y[{}][{}] = {} vs reference {} (err {err:.3e} > bound {bound:.3e})",
@@ -47,7 +48,7 @@ pub fn compare(cpu: &Cpu, w: &Weights, x: &[f32], m: usize, reference: &RefOutpu
                 cpu.threads(),
                 i / n,
                 i % n,
-                y[i],
+                yi,
                 reference.y[i]
             ));
         }

@@ -38,6 +38,7 @@ fn pack<S: Simd, W: FloatFormat>(s: S, w: WeightRows, c0: usize, width: usize, p
 
 /// `MR` activation rows from `r0` against the packed panel; writes `width` columns at `c0`.
 #[inline(always)]
+#[allow(clippy::needless_range_loop, reason = "plain indexed loops: `array::from_fn` closures are not always inlined into the `#[target_feature]` entry point")]
 fn micro<S: Simd, const MR: usize>(s: S, panel: &[f32], x: Acts, r0: usize, c0: usize, width: usize, out: &TaskOut) {
     let (lanes, k) = (S::LANES, x.k);
     let mut xr: [&[f32]; MR] = [&[]; MR];

@@ -88,6 +88,8 @@ fn pack<S: Simd, Q: QuantFormat>(s: S, w: WeightRows, c0: usize, width: usize, b
 
 /// `MR` activation rows from `r0` against the packed panel; writes `width` columns at `c0`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments, reason = "a micro-kernel's operands, each distinct")]
+#[allow(clippy::needless_range_loop, reason = "plain indexed loops: `array::from_fn` closures are not always inlined into the `#[target_feature]` entry point")]
 fn micro<S: Simd, Q: QuantFormat, const MR: usize>(s: S, buf: &PanelBuf, nb: usize, x: Acts, r0: usize, c0: usize, width: usize, out: &TaskOut) {
     let lanes = S::LANES;
     // Exact-length views: with `b < nb` the compiler drops the per-access bounds checks.

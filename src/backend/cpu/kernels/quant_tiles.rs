@@ -88,7 +88,7 @@ fn micro<S: Simd, Q: QuantFormat, const MR: usize>(s: S, w: TiledRows, t: usize,
 #[inline(always)]
 pub(crate) fn tiles<S: Simd, Q: QuantFormat, const MR: usize>(s: S, w: TiledRows, x: Acts, out: &TaskOut) {
     let cols = out.cols();
-    assert!(cols.start % TILE == 0, "tiled tasks start on a tile");
+    assert!(cols.start.is_multiple_of(TILE), "tiled tasks start on a tile");
     for t in cols.start / TILE..cols.end.div_ceil(TILE) {
         let mut r0 = 0;
         while r0 + MR <= x.m {
