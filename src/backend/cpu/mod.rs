@@ -292,25 +292,13 @@ isa_entry_points!(portable, Isa::Portable, 8, 4, simd::portable::Portable,);
 // SAFETY: entry points reachable only through a table `Kernels::for_isa` gave out for a detected level.
 isa_entry_points!(avx2, Isa::Avx2, 8, 4, unsafe { simd::x86::Avx2::new_unchecked() }, target_feature(enable = "avx2,fma,f16c"));
 #[cfg(target_arch = "x86_64")]
+#[rustfmt::skip]
 // SAFETY: as above.
-isa_entry_points!(
-    avx512,
-    Isa::Avx512,
-    16,
-    8,
-    unsafe { simd::x86::Avx512::new_unchecked() },
-    target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")
-);
+isa_entry_points!(avx512, Isa::Avx512, 16, 8, unsafe { simd::x86::Avx512::new_unchecked() }, target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq"));
 #[cfg(target_arch = "x86_64")]
+#[rustfmt::skip]
 // SAFETY: as above.
-isa_entry_points!(
-    avx512vnni,
-    Isa::Avx512Vnni,
-    16,
-    12,
-    unsafe { simd::x86::Avx512Vnni::new_unchecked() },
-    target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
-);
+isa_entry_points!(avx512vnni, Isa::Avx512Vnni, 16, 12, unsafe { simd::x86::Avx512Vnni::new_unchecked() }, target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"));
 
 /// A one-line account of the CPU levels: what is supported and what is selected.
 pub fn isa_report() -> String {
