@@ -36,8 +36,8 @@ pub(crate) trait KvFormat {
     fn prepare_queries<S: Simd, const NR: usize>(s: S, q: &[f32], qt: &mut [f32]);
     /// Scores of `NR` rows against one block's `block_size` tokens: `keys` the block's keys,
     /// `out` (NR, chunk tokens) of which columns `col .. col + block_size` are written.
-    /// `ahead`: the keys of the block [`PREFETCH_BYTES`] on (or empty), prefetched line by line
-    /// inside the loop as `keys` is read.
+    /// `ahead`: the keys of the block [`PREFETCH_BYTES`] on, at most a chunk (or empty),
+    /// prefetched line by line inside the loop as `keys` is read.
     fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], ahead: &[u8], k_scale: &[f32], out: &mut [f32], col: usize);
     /// `acc[j] += Σ_t p[j][t] · v[t]` over the chunk's live blocks: `p` is (NR, chunk tokens),
     /// zero wherever row `j` must not see token `t`; `acc` (NR, head_dim).
@@ -48,8 +48,8 @@ pub(crate) trait KvFormat {
 /// (the others may hold anything, NaN included) and its first column in the chunk.
 pub(crate) struct LiveBlock<'a> {
     values: &'a [u8],
-    /// the values of the block [`PREFETCH_BYTES`] on (or empty), prefetched while `values` is
-    /// read, as `KvFormat::scores` does with keys
+    /// the values of the block [`PREFETCH_BYTES`] on, at most a chunk (or empty), prefetched
+    /// while `values` is read, as `KvFormat::scores` does with keys
     ahead: &'a [u8],
     v_scale: &'a [f32],
     tokens: Range<usize>,
