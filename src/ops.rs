@@ -57,7 +57,7 @@ const ROPE_ANCHOR: usize = 64;
 impl Rope {
     /// Tables for positions `0..max_pos`, computed in f64 and rounded once to f32.
     ///
-    /// Every [`ROPE_ANCHOR`]-th position is evaluated directly (`sin_cos`); the positions between
+    /// Every 64th position (`ROPE_ANCHOR`) is evaluated directly (`sin_cos`); the positions between
     /// advance from it by rotation with the one-step angle (angle addition), which costs a few
     /// multiplications instead of two libm calls (an 8192-position table: ~4 ms → well under 1 ms).
     /// The rotation adds ≲ 2⁻⁵² relative error per step, so after < 64 steps the f64 values are

@@ -1,7 +1,7 @@
 //! The CPU backend: instruction-set levels, detected once, and one kernel table per level.
 //!
 //! `Isa::selected()` picks the best level this CPU supports, capped by `SPARQ_MAX_ISA` and
-//! checked against `SPARQ_REQUIRE_ISA`. [`Kernels::for_isa`] is the one place that maps a level
+//! checked against `SPARQ_REQUIRE_ISA`. `Kernels::for_isa` is the one place that maps a level
 //! to code: each level's table holds `#[target_feature]` entry points stamped by
 //! `isa_entry_points!`, each a three-line wrapper instantiating a generic kernel body (in
 //! `kernels/`) with that level's SIMD token (in `simd/`).
@@ -139,7 +139,7 @@ pub(crate) type AttendFn = unsafe fn(&KvSpan, &mut AttnRows);
 pub(crate) type SiluMulFn = unsafe fn(&mut [f32], &[f32]);
 
 /// One level's kernels. Function pointers are `unsafe` because they are `#[target_feature]`
-/// code; a `Kernels` is only handed out by [`Kernels::for_isa`] for a supported level, which
+/// code; a `Kernels` is only handed out by `Kernels::for_isa` for a supported level, which
 /// is what makes calling them sound.
 pub(crate) struct Kernels {
     pub isa: Isa,
