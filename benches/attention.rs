@@ -10,10 +10,16 @@
 //! Decode rotates through enough layers (≥ 512 MiB of KV) that every call reads its keys and
 //! values from memory, as in a real decode step where each layer's cache was last touched one
 //! token ago. `SPARQ_BENCH_THREADS` sets the thread count (default 2).
+//!
+//! `SPARQ_BENCH_PHASE_ROUNDS=N` adds N rounds over every selected decode cell after the criterion
+//! runs: each cell's 9 calls bracketed by the quick probe, each round filed by the probe's
+//! reading into the lower and upper half of all readings — so the VM's low- and high-bandwidth
+//! phases are reported apart (its 9 criterion rounds per cell rarely see both). It keeps every
+//! selected decode cell's cache (≥ 512 MiB each) alive; filter it, e.g. `-- ctx4096`.
 
 mod common;
 
-use common::{Measured, against_bandwidth, median_time, read_bandwidth, threads, values, wanted};
+use common::{Measured, against_bandwidth, median, median_time, read_bandwidth, read_bandwidth_quick, threads, values, wanted};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sparq::{AttnParams, AttnScratch, Cpu, KvCache, KvCacheConfig, KvDtype, SeqId};
 use std::hint::black_box;
@@ -49,6 +55,8 @@ fn bench(c: &mut Criterion) {
     let cpu = Cpu::new(threads).expect("cpu");
     let mut scratch = AttnScratch::default();
     let (mut decode, mut prefill) = (Vec::new(), Vec::new());
+    let phase_rounds: usize = std::env::var("SPARQ_BENCH_PHASE_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut kept = Vec::new();
 
     for (geo, n_heads, n_kv_heads, head_dim) in GEOMETRIES {
         let p = AttnParams::new(n_heads, n_kv_heads, head_dim);
@@ -75,7 +83,10 @@ fn bench(c: &mut Criterion) {
                 group.bench_function(format!("ctx{ctx}"), |b| b.iter(&mut call));
                 group.finish();
                 let (bandwidth, ratio, seconds) = against_bandwidth(&pool, &probe, threads, bytes, &mut call);
-                decode.push(Measured { id, bandwidth, ratio, work: bytes as f64, seconds });
+                decode.push(Measured { id: id.clone(), bandwidth, ratio, work: bytes as f64, seconds });
+                if phase_rounds > 0 {
+                    kept.push((id, cache, seq, p, q, layers, bytes));
+                }
             }
             for ctx in PREFILL_CTX {
                 let id = format!("attn_prefill/{dtype}/{geo}/ctx{ctx}");
@@ -103,12 +114,57 @@ fn bench(c: &mut Criterion) {
             println!("{:<36} {:>10.1} {:>9.1} {:>9.1} {:>7.0}%", r.id, r.seconds * 1e6, r.work / r.seconds / 1e9, r.bandwidth / 1e9, 100.0 * r.ratio);
         }
     }
+    if phase_rounds > 0 && !kept.is_empty() {
+        by_phase(&pool, &probe, threads, &cpu, &mut scratch, &kept, phase_rounds);
+    }
     if !prefill.is_empty() {
         println!("\nprefill attention (causal), {threads} threads, {}, median of 5", cpu.isa());
         println!("{:<36} {:>10} {:>9}", "kernel", "µs", "GFLOP/s");
         for r in &prefill {
             println!("{:<36} {:>10.1} {:>9.1}", r.id, r.seconds * 1e6, r.work / r.seconds / 1e9);
         }
+    }
+}
+
+/// Decode cells kept for [`by_phase`]: id, cache, sequence, params, query, layers, bytes per call.
+type Kept = (String, KvCache, SeqId, AttnParams, Vec<f32>, usize, usize);
+
+/// `rounds` rounds over every kept cell (9 calls each, bracketed by the quick probe), then each
+/// cell's median time and fraction of bandwidth over the rounds whose probe read below, and at
+/// or above, the median of all readings.
+fn by_phase(pool: &rayon::ThreadPool, probe: &[u64], threads: usize, cpu: &Cpu, scratch: &mut AttnScratch, kept: &[Kept], rounds: usize) {
+    let probe = &probe[..probe.len() / 4];
+    let mut seen = vec![Vec::new(); kept.len()]; // (probe bytes/s, seconds per call)
+    let mut layer = 0;
+    for round in 0..rounds {
+        for (i, (_, cache, seq, p, q, layers, _)) in kept.iter().enumerate() {
+            let mut out = vec![0f32; q.len()];
+            let before = read_bandwidth_quick(pool, probe, threads);
+            let t = median_time(9, || {
+                // A layer not read for a while: every call streams its KV from memory.
+                layer = (layer + 1) % layers;
+                cpu.attention_decode(cache, layer, &[*seq], black_box(q), &mut out, p, scratch).expect("decode");
+            });
+            seen[i].push(((before + read_bandwidth_quick(pool, probe, threads)) / 2.0, t));
+        }
+        eprint!("\rphase rounds: {}/{rounds}", round + 1);
+    }
+    let split = median(seen.iter().flatten().map(|&(bw, _)| bw).collect());
+    println!(
+        "\ndecode attention by bandwidth phase, {threads} threads, {rounds} rounds, probe split at {:.1} GB/s: median µs / fraction of bw (rounds)",
+        split / 1e9
+    );
+    println!("{:<36} {:>24} {:>24}", "kernel", "probe below split", "probe at or above");
+    for ((id, .., bytes), seen) in kept.iter().zip(&seen) {
+        let cell = |high: bool| {
+            let x: Vec<_> = seen.iter().filter(|&&(bw, _)| (bw >= split) == high).collect();
+            if x.is_empty() {
+                return "—".to_string();
+            }
+            let (t, r) = (median(x.iter().map(|&&(_, t)| t).collect()), median(x.iter().map(|&&(bw, t)| *bytes as f64 / t / bw).collect()));
+            format!("{:.1} / {:.0}% ({})", t * 1e6, 100.0 * r, x.len())
+        };
+        println!("{:<36} {:>24} {:>24}", id, cell(false), cell(true));
     }
 }
 
