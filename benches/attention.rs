@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{Measured, against_bandwidth, median, median_time, read_bandwidth, read_bandwidth_quick, threads, values, wanted};
+use common::{Measured, against_bandwidth, bracketed, median, median_time, read_bandwidth, threads, values, wanted};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sparq::{AttnParams, AttnScratch, Cpu, KvCache, KvCacheConfig, KvDtype, SeqId};
 use std::hint::black_box;
@@ -139,13 +139,11 @@ fn by_phase(pool: &rayon::ThreadPool, probe: &[u64], threads: usize, cpu: &Cpu, 
     for round in 0..rounds {
         for (i, (_, cache, seq, p, q, layers, _)) in kept.iter().enumerate() {
             let mut out = vec![0f32; q.len()];
-            let before = read_bandwidth_quick(pool, probe, threads);
-            let t = median_time(9, || {
+            seen[i].push(bracketed(pool, probe, threads, || {
                 // A layer not read for a while: every call streams its KV from memory.
                 layer = (layer + 1) % layers;
                 cpu.attention_decode(cache, layer, &[*seq], black_box(q), &mut out, p, scratch).expect("decode");
-            });
-            seen[i].push(((before + read_bandwidth_quick(pool, probe, threads)) / 2.0, t));
+            }));
         }
         eprint!("\rphase rounds: {}/{rounds}", round + 1);
     }

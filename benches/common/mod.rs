@@ -177,12 +177,18 @@ pub fn against_bandwidth(pool: &rayon::ThreadPool, probe: &[u64], threads: usize
     let probe = &probe[..probe.len() / 4];
     let (mut bws, mut ratios, mut times) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..9 {
-        let before = read_bandwidth_quick(pool, probe, threads);
-        let t = median_time(9, &mut call);
-        let bw = (before + read_bandwidth_quick(pool, probe, threads)) / 2.0;
+        let (bw, t) = bracketed(pool, probe, threads, &mut call);
         ratios.push(bytes as f64 / t / bw);
         times.push(t);
         bws.push(bw);
     }
     (median(bws), median(ratios), median(times))
+}
+
+/// One round of [`against_bandwidth`]: the quick probe over `probe`, 9 timed calls, the probe
+/// again. Returns (the two probes' mean bytes/s, median seconds per call).
+pub fn bracketed(pool: &rayon::ThreadPool, probe: &[u64], threads: usize, call: impl FnMut()) -> (f64, f64) {
+    let before = read_bandwidth_quick(pool, probe, threads);
+    let t = median_time(9, call);
+    ((before + read_bandwidth_quick(pool, probe, threads)) / 2.0, t)
 }
