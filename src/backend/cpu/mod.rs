@@ -263,7 +263,12 @@ macro_rules! isa_entry_points {
             }
             $(#[$attr])*
             unsafe fn attend_i8(kv: &KvSpan, rows: &mut AttnRows) {
-                attend::attend::<_, attend::I8>($token, kv, rows)
+                // The block size as a constant of the int8 loops (the cache allows 16 and 32).
+                if kv.layer.block_size == 16 {
+                    attend::attend::<_, attend::I8<{ 16 * 16 }>>($token, kv, rows)
+                } else {
+                    attend::attend::<_, attend::I8<{ 16 * 32 }>>($token, kv, rows)
+                }
             }
             $(#[$attr])*
             unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {

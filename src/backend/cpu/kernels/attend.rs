@@ -341,14 +341,14 @@ fn float_accumulate_cols<S: Simd, K: FloatFormat, const NR: usize, const W: usiz
 /// weight roundings add an error stated in `attention::reference::int8_kernel_error_bound`.
 /// Sums stay exact in i32: `head_dim ≤ 512` (the cache refuses more for int8) bounds a score's
 /// `|Σ (k + 128) q̂| ≤ 512 · 255 · 127 < 2³¹`, and a chunk's `|Σ ŵ v| ≤ 64 · 32767 · 127`.
-pub(crate) struct I8;
+pub(crate) struct I8<const G: usize>;
 
 /// The i16 range of the value weights (±32767: never −32768, so no pair product overflows).
 pub(crate) const I16_LEVELS: f32 = 32767.0;
 /// The int8 range of the queries (±127, as the cache's own quantization).
 pub(crate) const I8_LEVELS: f32 = 127.0;
 
-impl KvFormat for I8 {
+impl<const G: usize> KvFormat for I8<G> {
     const BYTES: usize = 1;
     const SCALED: bool = true;
     fn query_slots(head_dim: usize) -> usize {
@@ -389,58 +389,10 @@ impl KvFormat for I8 {
     /// `keys`: the block's (head_dim / 4, block_size, 4) excess-128 int8 keys.
     #[inline(always)]
     fn scores<S: Simd, const NR: usize>(s: S, qt: &[f32], keys: &[u8], ahead: &[u8], k_scale: &[f32], out: &mut [f32], col: usize) {
-        let pf = !ahead.is_empty();
-        let quads = qt.len() / NR - 2;
-        let (packed, rest) = qt.split_at(NR * quads);
-        let (q_scale, bias) = rest.split_at(NR);
-        let packed: &[[i32; NR]] = bytemuck::cast_slice::<f32, i32>(packed).as_chunks::<NR>().0;
-        let bias: &[i32] = bytemuck::cast_slice(bias);
-        // Offsets from the block size and shifts only: a division per call (as `chunks_exact`
-        // by a run-time length does) costs as much as a quad's multiply-adds.
-        let bs = k_scale.len();
-        let row = 4 * bs; // bytes of one quad of dimensions
-        let ct = out.len() / NR;
-        let (n_four, n_rest) = (quads / 4, quads % 4);
-        for v in 0..bs / S::LANES {
-            let (tc, at) = (v * S::LANES, v * 4 * S::LANES);
-            // Four accumulators per row (quads of dimensions mod 4) quarter the dependency chains.
-            let mut a = [[s.izero(); NR]; 4];
-            for i in 0..n_four {
-                // This token vector's share of the step's `4 · row` bytes, so the token vectors
-                // together prefetch the block ahead.
-                if pf {
-                    prefetch_span(s, ahead, i * 4 * row + 4 * at, 16 * S::LANES);
-                }
-                let k = &keys[i * 4 * row..];
-                let q = &packed[4 * i..4 * i + 4];
-                let mut kv = [s.izero(); 4];
-                for (c, kv) in kv.iter_mut().enumerate() {
-                    *kv = s.iload(&k[c * row + at..]);
-                }
-                for c in 0..4 {
-                    for j in 0..NR {
-                        a[c][j] = s.dot_u8(a[c][j], kv[c], s.isplat(q[c][j]));
-                    }
-                }
-            }
-            let base = n_four * 4 * row;
-            if pf && n_rest > 0 {
-                prefetch_span(s, ahead, base + n_rest * at, n_rest * 4 * S::LANES);
-            }
-            // (Into the first accumulators only: indexing them by a run-time quad would keep
-            // all of them in memory.)
-            for c in 0..n_rest {
-                let k = s.iload(&keys[base + c * row + at..]);
-                for j in 0..NR {
-                    a[0][j] = s.dot_u8(a[0][j], k, s.isplat(packed[4 * n_four + c][j]));
-                }
-            }
-            let k_scale = s.load(&k_scale[tc..]);
-            for j in 0..NR {
-                let sum = s.iadd(s.iadd(a[0][j], a[1][j]), s.iadd(a[2][j], a[3][j]));
-                let dot = s.to_f32(s.isub(sum, s.isplat(bias[j])));
-                s.store(s.mul(dot, s.mul(k_scale, s.splat(q_scale[j]))), &mut out[j * ct + col + tc..]);
-            }
+        if ahead.is_empty() {
+            i8_scores::<S, NR, G, false>(s, qt, keys, ahead, k_scale, out, col)
+        } else {
+            i8_scores::<S, NR, G, true>(s, qt, keys, ahead, k_scale, out, col)
         }
     }
     /// Each block's `values`: (block_size / 2, head_dim, 2) int8.
@@ -496,6 +448,67 @@ impl KvFormat for I8 {
                 }
                 acc[j * hd + d] += dot as f32 * w_scale[j];
             }
+        }
+    }
+}
+
+/// [`I8`]'s scores of one block: `G` is the bytes of four quads of dimensions of its keys,
+/// `16 · block_size` (a constant, so that every offset in the loop is one and its loads carry no
+/// bounds checks); `PF`: whether `ahead` is prefetched.
+#[inline(always)]
+fn i8_scores<S: Simd, const NR: usize, const G: usize, const PF: bool>(
+    s: S,
+    qt: &[f32],
+    keys: &[u8],
+    ahead: &[u8],
+    k_scale: &[f32],
+    out: &mut [f32],
+    col: usize,
+) {
+    let quads = qt.len() / NR - 2;
+    let (packed, rest) = qt.split_at(NR * quads);
+    let (q_scale, bias) = rest.split_at(NR);
+    let (q_fours, q_rest) = bytemuck::cast_slice::<f32, i32>(packed).as_chunks::<NR>().0.as_chunks::<4>();
+    let bias: &[i32] = bytemuck::cast_slice(bias);
+    let row = G / 4; // bytes of one quad of dimensions
+    let (fours, k_rest) = keys.as_chunks::<G>();
+    let ct = out.len() / NR;
+    for v in 0..G / 16 / S::LANES {
+        let (tc, at) = (v * S::LANES, v * 4 * S::LANES);
+        // Four accumulators per row (quads of dimensions mod 4) quarter the dependency chains.
+        let mut a = [[s.izero(); NR]; 4];
+        for (i, (k, q)) in fours.iter().zip(q_fours).enumerate() {
+            // This token vector's share of the step's `4 · row` bytes, so the token vectors
+            // together prefetch the block ahead.
+            if PF {
+                prefetch_span(s, ahead, i * 4 * row + 4 * at, 16 * S::LANES);
+            }
+            let mut kv = [s.izero(); 4];
+            for (c, kv) in kv.iter_mut().enumerate() {
+                *kv = s.iload(&k[c * row + at..]);
+            }
+            for c in 0..4 {
+                for j in 0..NR {
+                    a[c][j] = s.dot_u8(a[c][j], kv[c], s.isplat(q[c][j]));
+                }
+            }
+        }
+        if PF && !q_rest.is_empty() {
+            prefetch_span(s, ahead, q_fours.len() * 4 * row + q_rest.len() * at, q_rest.len() * 4 * S::LANES);
+        }
+        // (Into the first accumulators only: indexing them by a run-time quad would keep all of
+        // them in memory.)
+        for (c, q) in q_rest.iter().enumerate() {
+            let k = s.iload(&k_rest[c * row + at..]);
+            for j in 0..NR {
+                a[0][j] = s.dot_u8(a[0][j], k, s.isplat(q[j]));
+            }
+        }
+        let k_scale = s.load(&k_scale[tc..]);
+        for j in 0..NR {
+            let sum = s.iadd(s.iadd(a[0][j], a[1][j]), s.iadd(a[2][j], a[3][j]));
+            let dot = s.to_f32(s.isub(sum, s.isplat(bias[j])));
+            s.store(s.mul(dot, s.mul(k_scale, s.splat(q_scale[j]))), &mut out[j * ct + col + tc..]);
         }
     }
 }
