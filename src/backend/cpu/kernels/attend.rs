@@ -465,6 +465,7 @@ fn i8_scores<S: Simd, const NR: usize, const G: usize, const PF: bool>(
     out: &mut [f32],
     col: usize,
 ) {
+    debug_assert_eq!(k_scale.len() * 16, G, "the call chose I8<G> by the cache's block size");
     let quads = qt.len() / NR - 2;
     let (packed, rest) = qt.split_at(NR * quads);
     let (q_scale, bias) = rest.split_at(NR);
