@@ -341,6 +341,9 @@ fn float_accumulate_cols<S: Simd, K: FloatFormat, const NR: usize, const W: usiz
 /// weight roundings add an error stated in `attention::reference::int8_kernel_error_bound`.
 /// Sums stay exact in i32: `head_dim ≤ 512` (the cache refuses more for int8) bounds a score's
 /// `|Σ (k + 128) q̂| ≤ 512 · 255 · 127 < 2³¹`, and a chunk's `|Σ ŵ v| ≤ 64 · 32767 · 127`.
+///
+/// `G`: bytes of four quads of dimensions of a block's keys, `16 · block_size`, so the score
+/// loop's offsets are constants (see `i8_scores`); the backend picks it once per call.
 pub(crate) struct I8<const G: usize>;
 
 /// The i16 range of the value weights (±32767: never −32768, so no pair product overflows).
