@@ -16,6 +16,7 @@
 //! int8 scales) instead, so that reading a slot never written poisons results visibly — the
 //! tests use it to prove attention reads only what it should.
 
+mod buffer;
 pub(crate) mod storage;
 
 use crate::{Error, Result};

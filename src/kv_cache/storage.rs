@@ -19,6 +19,7 @@
 //! at 8–17% of memory bandwidth, latency-bound).
 
 use super::KvCacheConfig;
+use super::buffer::Buffer;
 use crate::{Error, Result};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -77,12 +78,12 @@ impl std::str::FromStr for KvDtype {
 struct Layer {
     /// (n_kv_heads, n_blocks, block_size · stored_head_dim) elements, arranged per block as
     /// the module documentation says
-    k: Vec<u8>,
+    k: Buffer<u8>,
     /// likewise
-    v: Vec<u8>,
+    v: Buffer<u8>,
     /// (n_kv_heads, n_blocks, block_size); empty unless int8
-    k_scale: Vec<f32>,
-    v_scale: Vec<f32>,
+    k_scale: Buffer<f32>,
+    v_scale: Buffer<f32>,
 }
 
 #[derive(Debug)]
@@ -136,15 +137,21 @@ impl Pool {
         };
         let scales = if c.dtype == KvDtype::I8 { c.n_blocks * c.n_kv_heads * c.block_size } else { 0 };
         let fill = poison(c.dtype);
-        let data = || {
-            let mut v = vec![0u8; elems * c.dtype.bytes()];
+        let data = || -> Result<Buffer<u8>> {
+            let mut v = Buffer::zeroed(elems * c.dtype.bytes())?;
             if poisoned {
                 v.chunks_exact_mut(fill.len()).for_each(|x| x.copy_from_slice(fill));
             }
-            v
+            Ok(v)
         };
-        let scale = if poisoned { f32::NAN } else { 0.0 };
-        let layers = (0..c.n_layers).map(|_| Layer { k: data(), v: data(), k_scale: vec![scale; scales], v_scale: vec![scale; scales] }).collect();
+        let scale = || -> Result<Buffer<f32>> {
+            let mut s = Buffer::zeroed(scales)?;
+            if poisoned {
+                s.fill(f32::NAN);
+            }
+            Ok(s)
+        };
+        let layers = (0..c.n_layers).map(|_| Ok(Layer { k: data()?, v: data()?, k_scale: scale()?, v_scale: scale()? })).collect::<Result<_>>()?;
         Ok(Pool { c: *c, layers })
     }
 
