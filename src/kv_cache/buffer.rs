@@ -2,11 +2,12 @@
 //!
 //! Why not a `Vec`: the allocator placed each layer's keys and values 16 bytes into a page, so
 //! every 64-byte vector load of the attention kernels straddled two cache lines; and on Linux a
-//! mapping can ask for transparent huge pages (`MADV_HUGEPAGE`), so the decode streams, which
-//! cross a 4 KiB page every chunk and read each page once per token, do not pay a TLB miss and
-//! page walk per page. Measured on an Intel Ice Lake VM (2 threads, KV from memory, ctx 4096,
-//! alternating binaries; PERFORMANCE.md step 17): int8 decode attention 7–10% faster, in
-//! cache 9% faster from the alignment alone. The advice is a hint: where the kernel offers no
+//! mapping can ask for transparent huge pages (`MADV_HUGEPAGE`), so a stream of 2 MiB or more
+//! (Llama-8B's at 4096 tokens; not SmolLM2's) does not pay a TLB miss and page walk for every
+//! 4 KiB it crosses. Measured on an Intel Ice Lake VM (PERFORMANCE.md step 17; 2 threads, ctx
+//! 4096, KV from memory, alternating binaries, two runs, median µs): int8 decode attention
+//! SmolLM2 geometry 127.8 → 116.3 and 140.4 → 134.2, Llama-8B 563 → 483 and 661 → 651; one
+//! thread in cache (the alignment alone) 52 → 47. The advice is a hint: where the kernel offers no
 //! transparent huge pages (or another OS), the cache works the same on 4 KiB pages.
 
 use crate::{Error, Result};
