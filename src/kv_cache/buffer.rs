@@ -32,6 +32,15 @@ impl<T: Pod> Buffer<T> {
         let _ = map.advise(memmap2::Advice::HugePage);
         Ok(Buffer { map, len, _t: PhantomData })
     }
+
+    /// `len` `T`s, zero or, with `pattern`, that pattern repeated (`len` a multiple of its length).
+    pub(super) fn filled(len: usize, pattern: Option<&[T]>) -> Result<Buffer<T>> {
+        let mut b = Buffer::zeroed(len)?;
+        if let Some(p) = pattern {
+            b.chunks_exact_mut(p.len()).for_each(|x| x.copy_from_slice(p));
+        }
+        Ok(b)
+    }
 }
 
 impl<T: Pod> Deref for Buffer<T> {
@@ -69,6 +78,9 @@ mod tests {
             b.iter_mut().enumerate().for_each(|(i, x)| *x = i as f32);
             assert!(b.iter().enumerate().all(|(i, &x)| x == i as f32));
         }
-        assert!(Buffer::<f32>::zeroed(usize::MAX / 2).is_err(), "an impossible size is an error, not a panic");
+        let nan = Buffer::<f32>::filled(6, Some(&[1.0, f32::NAN])).unwrap();
+        assert!(nan.iter().step_by(2).all(|&x| x == 1.0) && nan.iter().skip(1).step_by(2).all(|x| x.is_nan()));
+        assert!(Buffer::<f32>::zeroed(usize::MAX / 2).is_err(), "a size that overflows is an error, not a panic");
+        assert!(Buffer::<u8>::zeroed(1 << 62).is_err(), "so is one the address space cannot hold");
     }
 }

@@ -136,21 +136,9 @@ impl Pool {
             return Err(Error::Invalid { what: "KV cache", detail: format!("pool of {c:?} is too large") });
         };
         let scales = if c.dtype == KvDtype::I8 { c.n_blocks * c.n_kv_heads * c.block_size } else { 0 };
-        let fill = poison(c.dtype);
-        let data = || -> Result<Buffer<u8>> {
-            let mut v = Buffer::zeroed(elems * c.dtype.bytes())?;
-            if poisoned {
-                v.chunks_exact_mut(fill.len()).for_each(|x| x.copy_from_slice(fill));
-            }
-            Ok(v)
-        };
-        let scale = || -> Result<Buffer<f32>> {
-            let mut s = Buffer::zeroed(scales)?;
-            if poisoned {
-                s.fill(f32::NAN);
-            }
-            Ok(s)
-        };
+        let (fill, nan) = (poisoned.then_some(poison(c.dtype)), poisoned.then_some(&[f32::NAN][..]));
+        let data = || Buffer::filled(elems * c.dtype.bytes(), fill);
+        let scale = || Buffer::filled(scales, nan);
         let layers = (0..c.n_layers).map(|_| Ok(Layer { k: data()?, v: data()?, k_scale: scale()?, v_scale: scale()? })).collect::<Result<_>>()?;
         Ok(Pool { c: *c, layers })
     }
