@@ -1,14 +1,14 @@
 //! Page-aligned, zero-filled memory for the cache's pools: one anonymous mapping per stream.
 //!
 //! Why not a `Vec`: the allocator placed each layer's keys and values 16 bytes into a page, so
-//! every 64-byte vector load of the attention kernels straddled two cache lines; and on Linux a
-//! mapping can ask for transparent huge pages (`MADV_HUGEPAGE`), so a stream of 2 MiB or more
-//! (Llama-8B's at 4096 tokens; not SmolLM2's) does not pay a TLB miss and page walk for every
-//! 4 KiB it crosses. Measured on an Intel Ice Lake VM (PERFORMANCE.md step 17; 2 threads, ctx
-//! 4096, KV from memory, alternating binaries, two runs, median µs): int8 decode attention
-//! SmolLM2 geometry 127.8 → 116.3 and 140.4 → 134.2, Llama-8B 563 → 483 and 661 → 651; one
-//! thread in cache (the alignment alone) 52 → 47. The advice is a hint: where the kernel offers no
-//! transparent huge pages (or another OS), the cache works the same on 4 KiB pages.
+//! every 64-byte vector load of the attention kernels straddled two cache lines. Measured on an
+//! Intel Ice Lake VM (PERFORMANCE.md step 17): decode attention with the KV in cache, one thread,
+//! 52 → 47 µs (int8, SmolLM2 geometry, ctx 2048). Zero pages come lazily, as `calloc`'s did.
+//!
+//! Not huge pages: `MADV_HUGEPAGE` on these mappings made int8 decode attention from memory
+//! faster at ctx 4096 (2 threads, alternating binaries, µs: SmolLM2 geometry 127.8 → 116.3,
+//! Llama-8B 563 → 483) but the SmolLM2 model's time to first token 45–61 → 75–191 ms: each
+//! first touch of a head's region in prefill faulted in and zeroed a whole 2 MiB page.
 
 use crate::{Error, Result};
 use bytemuck::Pod;
@@ -27,9 +27,6 @@ impl<T: Pod> Buffer<T> {
         let refuse = |detail: String| Error::Invalid { what: "KV cache", detail };
         let bytes = len.checked_mul(size_of::<T>()).ok_or_else(|| refuse(format!("{len} elements overflow the address space")))?;
         let map = memmap2::MmapMut::map_anon(bytes).map_err(|e| refuse(format!("cannot map {bytes} bytes: {e}")))?;
-        #[cfg(target_os = "linux")]
-        // A hint only: refused (no THP in this kernel) it changes nothing but the page size.
-        let _ = map.advise(memmap2::Advice::HugePage);
         Ok(Buffer { map, len, _t: PhantomData })
     }
 
