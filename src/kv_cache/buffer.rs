@@ -34,6 +34,7 @@ impl<T: Pod> Buffer<T> {
     pub(super) fn filled(len: usize, pattern: Option<&[T]>) -> Result<Buffer<T>> {
         let mut b = Buffer::zeroed(len)?;
         if let Some(p) = pattern {
+            debug_assert!(!p.is_empty() && len.is_multiple_of(p.len()), "a pattern that tiles the buffer");
             b.chunks_exact_mut(p.len()).for_each(|x| x.copy_from_slice(p));
         }
         Ok(b)
