@@ -597,6 +597,16 @@ fn prefetch_whole<S: Simd>(s: S, block: &[u8]) {
     }
 }
 
+/// One block of a chunk that some row may see: its first slot, the first slot of the block
+/// prefetched while it is read (if any), the tokens some row may see and its first column.
+#[derive(Clone, Copy)]
+struct ChunkBlock {
+    slot: usize,
+    ahead: Option<usize>,
+    tokens: (usize, usize),
+    col: usize,
+}
+
 /// Calls `f::<NR>` on consecutive chunks of up to 4 rows (the register tile).
 macro_rules! by_row_chunks {
     ($n_rows:expr, |$r0:ident, $nr:ident| $body:expr) => {{
@@ -659,27 +669,42 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
             continue;
         }
         let t_hi = t_end - p0;
-        // The chunk's blocks that hold some of those tokens, with their token range.
-        let live = |b: usize| (t_lo.max(b * bs) - b * bs)..(t_hi.min((b + 1) * bs).max(b * bs) - b * bs);
-
+        // The chunk's blocks that hold some of those tokens: their first slot, the first slot of
+        // the block `ahead_blocks` on (if any), their token range and first column — worked out
+        // once for both streams. (Plain `match`es, not `Option::map_or` with a closure: that was
+        // not inlined into the `#[target_feature]` entry point, a call per block and stream.)
+        let mut live = [ChunkBlock { slot: 0, ahead: None, tokens: (0, 0), col: 0 }; MAX_CHUNK_BLOCKS];
+        let mut n_live = 0;
         for (b, &block) in chunk.iter().enumerate() {
-            let ahead = kv.blocks.get(ci * per_chunk + b + ahead_blocks).map(|&a| slot_of(a));
-            if live(b).is_empty() {
+            let tokens = (t_lo.max(b * bs) - b * bs, t_hi.min((b + 1) * bs).max(b * bs) - b * bs);
+            if tokens.0 >= tokens.1 {
                 continue;
             }
-            let slot0 = slot_of(block);
-            if K::SCALED
-                && let Some(a) = ahead
-            {
-                // The block ahead's scales: a line each (`block_size` f32), streams that no
-                // in-loop prefetch covers (KV from memory, 2 threads, alternating binaries,
-                // median µs: ctx 4096 SmolLM2 geometry 48.2 → 45.3, Llama-8B 269 → 258; ctx
-                // 1024 16.6 → 15.7, 85 → 78).
-                s.prefetch(bytemuck::cast_slice(&l.k_scale[a..a + bs]), 0);
-                s.prefetch(bytemuck::cast_slice(&l.v_scale[a..a + bs]), 0);
-            }
+            let ahead = match kv.blocks.get(ci * per_chunk + b + ahead_blocks) {
+                Some(&a) => Some(slot_of(a)),
+                None => None,
+            };
+            live[n_live] = ChunkBlock { slot: slot_of(block), ahead, tokens, col: b * bs };
+            n_live += 1;
+        }
+        let live = &live[..n_live];
+
+        for &ChunkBlock { slot: slot0, ahead, col, .. } in live {
+            let ahead = match ahead {
+                Some(a) => {
+                    if K::SCALED {
+                        // The block ahead's scales: a line each (`block_size` f32), streams that no
+                        // in-loop prefetch covers (KV from memory, 2 threads, alternating binaries,
+                        // median µs: ctx 4096 SmolLM2 geometry 48.2 → 45.3, Llama-8B 269 → 258; ctx
+                        // 1024 16.6 → 15.7, 85 → 78).
+                        s.prefetch(bytemuck::cast_slice(&l.k_scale[a..a + bs]), 0);
+                        s.prefetch(bytemuck::cast_slice(&l.v_scale[a..a + bs]), 0);
+                    }
+                    &l.k[a * hd_s * K::BYTES..][..bytes]
+                }
+                None => &[][..],
+            };
             let keys = &l.k[slot0 * hd_s * K::BYTES..][..bytes];
-            let ahead = ahead.map_or(&[][..], |a| &l.k[a * hd_s * K::BYTES..][..bytes]);
             let k_scale = if K::SCALED { &l.k_scale[slot0..slot0 + bs] } else { &[][..] };
             by_row_chunks!(n_rows, |r0, NR| K::scores::<S, NR>(
                 s,
@@ -688,7 +713,7 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
                 if r0 == 0 { ahead } else { &[] },
                 k_scale,
                 &mut rows.s[r0 * ct..(r0 + NR) * ct],
-                b * bs
+                col
             ));
         }
 
@@ -741,19 +766,16 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
         }
 
         let mut blocks = [LiveBlock::NONE; MAX_CHUNK_BLOCKS];
-        let mut n_live = 0;
-        for (b, &block) in chunk.iter().enumerate() {
-            let tokens = live(b);
-            if tokens.is_empty() {
-                continue;
-            }
-            let slot0 = slot_of(block);
+        for (&ChunkBlock { slot: slot0, ahead, tokens, col }, block) in live.iter().zip(&mut blocks) {
+            let ahead = match ahead {
+                Some(a) => &l.v[a * hd_s * K::BYTES..][..bytes],
+                None => &[][..],
+            };
             let values = &l.v[slot0 * hd_s * K::BYTES..][..bytes];
             let v_scale = if K::SCALED { &l.v_scale[slot0..slot0 + bs] } else { &[][..] };
-            let ahead = kv.blocks.get(ci * per_chunk + b + ahead_blocks).map_or(&[][..], |&a| &l.v[slot_of(a) * hd_s * K::BYTES..][..bytes]);
-            blocks[n_live] = LiveBlock { values, ahead, v_scale, tokens, col: b * bs };
-            n_live += 1;
+            *block = LiveBlock { values, ahead, v_scale, tokens: tokens.0..tokens.1, col };
         }
+        let n_live = live.len();
         by_row_chunks!(n_rows, |r0, NR| {
             K::accumulate::<S, NR>(s, &rows.s[r0 * ct..(r0 + NR) * ct], &blocks[..n_live], &mut rows.acc[r0 * hd..(r0 + NR) * hd]);
             // The other row groups read the same values: one prefetch is enough.
