@@ -680,6 +680,7 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
             if tokens.0 >= tokens.1 {
                 continue;
             }
+            #[allow(clippy::manual_map, reason = "a closure may stay a call here, as `map_or`'s did (above)")]
             let ahead = match kv.blocks.get(ci * per_chunk + b + ahead_blocks) {
                 Some(&a) => Some(slot_of(a)),
                 None => None,
@@ -775,11 +776,11 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
             let v_scale = if K::SCALED { &l.v_scale[slot0..slot0 + bs] } else { &[][..] };
             *block = LiveBlock { values, ahead, v_scale, tokens: tokens.0..tokens.1, col };
         }
-        let n_live = live.len();
+        let blocks = &mut blocks[..live.len()];
         by_row_chunks!(n_rows, |r0, NR| {
-            K::accumulate::<S, NR>(s, &rows.s[r0 * ct..(r0 + NR) * ct], &blocks[..n_live], &mut rows.acc[r0 * hd..(r0 + NR) * hd]);
+            K::accumulate::<S, NR>(s, &rows.s[r0 * ct..(r0 + NR) * ct], blocks, &mut rows.acc[r0 * hd..(r0 + NR) * hd]);
             // The other row groups read the same values: one prefetch is enough.
-            blocks[..n_live].iter_mut().for_each(|b| b.ahead = &[]);
+            blocks.iter_mut().for_each(|b| b.ahead = &[]);
         });
     }
 }
