@@ -70,7 +70,7 @@ fn build(case: &Case, dtype: KvDtype) -> (KvCache, Vec<SeqId>) {
         head_dim: case.head_dim,
         block_size: case.block_size,
         n_blocks: total.div_ceil(case.block_size) + 8,
-        max_seq_len: 4096,
+        max_seq_len: total.max(4096),
         dtype,
     })
     .unwrap();
@@ -192,6 +192,22 @@ proptest! {
                 + int8_kernel_error_bound(p.head_dim, case.block_size, exact.score_mag[row] * 1.01, q_max[row], kmax, vmax, exact.n_keys[row]);
             let err = (y as f64 - x).abs();
             prop_assert!(err <= bound, "int8 vs f32 out[{i}] = {y} vs {x}: err {err:.3e} > bound {bound:.3e}");
+        }
+    }
+}
+
+/// Decode over contexts long enough that one task's keys span several groups of chunks (the
+/// kernel scores up to 32 chunks' keys before reading their values; one thread and three KV
+/// heads make one task of up to 63 chunks per head): group boundaries, a sliding window that
+/// starts mid-chunk, a batch of two lengths, scattered blocks and poisoned free slots, every
+/// level and format against the f64 reference.
+#[test]
+fn long_decode_spans_several_groups_of_chunks() {
+    for (block_size, window) in [(16, None), (32, Some(3001)), (16, Some(2500))] {
+        let case =
+            Case { n_kv_heads: 3, group: 3, head_dim: 64, block_size, lens: vec![4000, 2230], n_q: 1, softcap: None, window, seed: 7 + block_size as u64 };
+        for dtype in KvDtype::ALL {
+            check(&case, dtype).unwrap_or_else(|e| panic!("block size {block_size}, window {window:?}, {dtype}: {e}"));
         }
     }
 }

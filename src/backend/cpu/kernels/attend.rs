@@ -1,14 +1,17 @@
 //! Flash-style attention over paged KV blocks: one body for prefill and decode.
 //!
-//! A task is one KV head, a run of its sequence's blocks and a set of query rows (the query
-//! heads of that KV head's group, at one or more positions), each row with its own inclusive
-//! key-position range (causal limit, sliding window). Chunks of whole blocks (64 tokens) are the
-//! key tiles: for each chunk the body computes the rows' scores against its tokens (keys are
-//! stored so that this is broadcast multiply-adds of each query element, or pair of elements,
-//! over `block_size` tokens at a time — no horizontal sums), folds them into a running max `m`, denominator `l` and unnormalised output
-//! `acc` (the online softmax), then adds the chunk's values weighted by the probabilities, tokens
-//! outermost with the accumulators in registers. The score matrix never exists beyond one chunk.
-//! Callers merge tasks that split one row's keys by log-sum-exp and normalise (`acc / l`).
+//! A task is one KV head, a run of its sequence's blocks and a set of query rows (the query heads
+//! of that KV head's group, at one or more positions), each row with its own inclusive key-position
+//! range (causal limit, sliding window). Chunks of whole blocks (64 tokens) are the key tiles: for
+//! each chunk the body computes the rows' scores against its tokens (keys are stored so that this
+//! is broadcast multiply-adds of each query element, or pair of elements, over `block_size` tokens
+//! at a time — no horizontal sums), folds them into a running max `m`, denominator `l` and
+//! unnormalised output `acc` (the online softmax), then adds the chunk's values weighted by the
+//! probabilities, tokens outermost with the accumulators in registers. The score matrix never
+//! exists beyond one group of chunks: a task scores the keys of as many chunks as its score buffer
+//! holds (decode: up to [`MAX_GROUP_CHUNKS`], prefill: one) before it reads their values, so that
+//! each stream comes from memory in long runs (see `attention::DECODE_GROUP_SCORES`). Callers merge
+//! tasks that split one row's keys by log-sum-exp and normalise (`acc / l`).
 //!
 //! Keys and values are read in their storage format, with no dequantized copy: f32 and f16
 //! widened in registers; int8 with integer dot products (see [`I8`]). The scores of
@@ -89,7 +92,8 @@ pub(crate) struct AttnRows<'a> {
     pub l: &'a mut [f32],
     /// (rows, head_dim) running Σ exp(score − m) · v
     pub acc: &'a mut [f32],
-    /// (rows, chunk_blocks(block_size) · block_size) one chunk's scores, then probabilities
+    /// (group, rows, chunk_blocks(block_size) · block_size): the scores, then probabilities, of a
+    /// group of chunks — as many whole chunks as it holds, up to [`MAX_GROUP_CHUNKS`], one at least
     pub s: &'a mut [f32],
 }
 
@@ -607,6 +611,10 @@ struct ChunkBlock {
     col: usize,
 }
 
+impl ChunkBlock {
+    const NONE: ChunkBlock = ChunkBlock { slot: 0, ahead: None, tokens: (0, 0), col: 0 };
+}
+
 /// Calls `f::<NR>` on consecutive chunks of up to 4 rows (the register tile).
 macro_rules! by_row_chunks {
     ($n_rows:expr, |$r0:ident, $nr:ident| $body:expr) => {{
@@ -660,127 +668,160 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
     // Each chunk of rows' queries in the form `scores` reads.
     let qs = K::query_slots(hd);
     by_row_chunks!(n_rows, |r0, NR| K::prepare_queries::<S, NR>(s, &rows.q[r0 * hd..(r0 + NR) * hd], &mut rows.qt[r0 * qs..(r0 + NR) * qs]));
-    for (ci, chunk) in kv.blocks.chunks(per_chunk).enumerate() {
-        let p0 = kv.first_pos + ci * ct;
-        // Tokens of this chunk that exist and that some row may see.
-        let t_lo = lo_all.max(p0) - p0;
-        let t_end = (hi_all + 1).min(kv.len).min(p0 + chunk.len() * bs);
-        if t_end <= p0 + t_lo {
-            continue;
-        }
-        let t_hi = t_end - p0;
-        // The chunk's blocks that hold some of those tokens: their first slot, the first slot of
-        // the block `ahead_blocks` on (if any), their token range and first column — worked out
-        // once for both streams. (Plain `match`es, not `Option::map_or` with a closure: that was
-        // not inlined into the `#[target_feature]` entry point, a call per block and stream.)
-        let mut live = [ChunkBlock { slot: 0, ahead: None, tokens: (0, 0), col: 0 }; MAX_CHUNK_BLOCKS];
-        let mut n_live = 0;
-        for (b, &block) in chunk.iter().enumerate() {
-            let tokens = (t_lo.max(b * bs) - b * bs, t_hi.min((b + 1) * bs).max(b * bs) - b * bs);
-            if tokens.0 >= tokens.1 {
+    // Keys of a group of chunks, then their values (see `AttnRows::s`): each stream read in runs
+    // of a group rather than alternating every chunk.
+    let group = (rows.s.len() / (n_rows * ct)).clamp(1, MAX_GROUP_CHUNKS);
+    let mut pending = [Pending::NONE; MAX_GROUP_CHUNKS];
+    for (gi, run) in kv.blocks.chunks(group * per_chunk).enumerate() {
+        let mut n_pending = 0;
+        for (cj, chunk) in run.chunks(per_chunk).enumerate() {
+            let ci = gi * group + cj;
+            let p0 = kv.first_pos + ci * ct;
+            // Tokens of this chunk that exist and that some row may see.
+            let t_lo = lo_all.max(p0) - p0;
+            let t_end = (hi_all + 1).min(kv.len).min(p0 + chunk.len() * bs);
+            if t_end <= p0 + t_lo {
                 continue;
             }
-            #[allow(clippy::manual_map, reason = "a closure may stay a call here, as `map_or`'s did (above)")]
-            let ahead = match kv.blocks.get(ci * per_chunk + b + ahead_blocks) {
-                Some(&a) => Some(slot_of(a)),
-                None => None,
-            };
-            live[n_live] = ChunkBlock { slot: slot_of(block), ahead, tokens, col: b * bs };
-            n_live += 1;
-        }
-        let live = &live[..n_live];
+            let slab = n_pending * n_rows * ct;
+            let t_hi = t_end - p0;
+            // The chunk's blocks that hold some of those tokens: their first slot, the first slot of
+            // the block `ahead_blocks` on (if any), their token range and first column — worked out
+            // once for both streams. (Plain `match`es, not `Option::map_or` with a closure: that was
+            // not inlined into the `#[target_feature]` entry point, a call per block and stream.)
+            let mut live = [ChunkBlock::NONE; MAX_CHUNK_BLOCKS];
+            let mut n_live = 0;
+            for (b, &block) in chunk.iter().enumerate() {
+                let tokens = (t_lo.max(b * bs) - b * bs, t_hi.min((b + 1) * bs).max(b * bs) - b * bs);
+                if tokens.0 >= tokens.1 {
+                    continue;
+                }
+                #[allow(clippy::manual_map, reason = "a closure may stay a call here, as `map_or`'s did (above)")]
+                let ahead = match kv.blocks.get(ci * per_chunk + b + ahead_blocks) {
+                    Some(&a) => Some(slot_of(a)),
+                    None => None,
+                };
+                live[n_live] = ChunkBlock { slot: slot_of(block), ahead, tokens, col: b * bs };
+                n_live += 1;
+            }
+            pending[n_pending] = Pending { p0, t_end, live, n_live };
+            n_pending += 1;
+            let live = &live[..n_live];
 
-        for &ChunkBlock { slot: slot0, ahead, col, .. } in live {
-            let ahead = match ahead {
-                Some(a) => {
-                    if K::SCALED {
-                        // The block ahead's scales: a line each (`block_size` f32), streams that no
-                        // in-loop prefetch covers (KV from memory, 2 threads, alternating binaries,
-                        // median µs: ctx 4096 SmolLM2 geometry 48.2 → 45.3, Llama-8B 269 → 258; ctx
-                        // 1024 16.6 → 15.7, 85 → 78).
-                        s.prefetch(bytemuck::cast_slice(&l.k_scale[a..a + bs]), 0);
-                        s.prefetch(bytemuck::cast_slice(&l.v_scale[a..a + bs]), 0);
+            for &ChunkBlock { slot: slot0, ahead, col, .. } in live {
+                let ahead = match ahead {
+                    Some(a) => {
+                        if K::SCALED {
+                            // The block ahead's scales: a line each (`block_size` f32), streams that no
+                            // in-loop prefetch covers (KV from memory, 2 threads, alternating binaries,
+                            // median µs: ctx 4096 SmolLM2 geometry 48.2 → 45.3, Llama-8B 269 → 258; ctx
+                            // 1024 16.6 → 15.7, 85 → 78).
+                            s.prefetch(bytemuck::cast_slice(&l.k_scale[a..a + bs]), 0);
+                            s.prefetch(bytemuck::cast_slice(&l.v_scale[a..a + bs]), 0);
+                        }
+                        &l.k[a * hd_s * K::BYTES..][..bytes]
                     }
-                    &l.k[a * hd_s * K::BYTES..][..bytes]
-                }
-                None => &[][..],
-            };
-            let keys = &l.k[slot0 * hd_s * K::BYTES..][..bytes];
-            let k_scale = if K::SCALED { &l.k_scale[slot0..slot0 + bs] } else { &[][..] };
-            by_row_chunks!(n_rows, |r0, NR| K::scores::<S, NR>(
-                s,
-                &rows.qt[r0 * qs..(r0 + NR) * qs],
-                keys,
-                if r0 == 0 { ahead } else { &[] },
-                k_scale,
-                &mut rows.s[r0 * ct..(r0 + NR) * ct],
-                col
-            ));
+                    None => &[][..],
+                };
+                let keys = &l.k[slot0 * hd_s * K::BYTES..][..bytes];
+                let k_scale = if K::SCALED { &l.k_scale[slot0..slot0 + bs] } else { &[][..] };
+                by_row_chunks!(n_rows, |r0, NR| K::scores::<S, NR>(
+                    s,
+                    &rows.qt[r0 * qs..(r0 + NR) * qs],
+                    keys,
+                    if r0 == 0 { ahead } else { &[] },
+                    k_scale,
+                    &mut rows.s[slab + r0 * ct..slab + (r0 + NR) * ct],
+                    col
+                ));
+            }
         }
 
-        // Online softmax: mask, rescale the state once per chunk, scores become probabilities.
-        for r in 0..n_rows {
-            let sr = &mut rows.s[r * ct..(r + 1) * ct];
-            let (lo, hi) = (rows.lo[r].max(p0), rows.hi[r].min(t_end - 1));
-            if lo > hi {
-                sr.fill(0.0);
-                continue;
-            }
-            let whole = lo == p0 && hi == p0 + ct - 1;
-            let visible = lo - p0..hi - p0 + 1;
-            if let Some(c) = kv.softcap {
-                sr[visible.clone()].iter_mut().for_each(|x| *x = c * (*x / c).tanh());
-            }
-            if !whole {
-                // Slots outside the row's range may hold anything (even NaN): never use them.
-                sr[..visible.start].fill(f32::NEG_INFINITY);
-                sr[visible.end..].fill(f32::NEG_INFINITY);
-            }
-            let mut vmax = s.splat(f32::NEG_INFINITY);
-            for tc in (0..ct).step_by(S::LANES) {
-                vmax = s.max(vmax, s.load(&sr[tc..]));
-            }
-            let chunk_max = s.reduce_max(vmax);
-            if chunk_max > rows.m[r] {
-                let alpha = (rows.m[r] - chunk_max).exp();
-                rows.l[r] *= alpha;
-                rows.acc[r * hd..(r + 1) * hd].iter_mut().for_each(|a| *a *= alpha);
-                rows.m[r] = chunk_max;
-            }
-            let m = s.splat(rows.m[r]);
-            let mut sum = s.zero();
-            for tc in (0..ct).step_by(S::LANES) {
-                let p = exp(s, s.mul_add(s.splat(-1.0), m, s.load(&sr[tc..])));
-                s.store(p, &mut sr[tc..]);
-                sum = s.add(p, sum);
-            }
-            if !whole {
-                // Masked slots came out as e^-87, not 0: zero them and sum again.
-                sr[..visible.start].fill(0.0);
-                sr[visible.end..].fill(0.0);
-                sum = s.zero();
+        for (k, &Pending { p0, t_end, ref live, n_live }) in pending[..n_pending].iter().enumerate() {
+            let live = &live[..n_live];
+            let slab = k * n_rows * ct;
+
+            // Online softmax: mask, rescale the state once per chunk, scores become probabilities.
+            for r in 0..n_rows {
+                let sr = &mut rows.s[slab + r * ct..slab + (r + 1) * ct];
+                let (lo, hi) = (rows.lo[r].max(p0), rows.hi[r].min(t_end - 1));
+                if lo > hi {
+                    sr.fill(0.0);
+                    continue;
+                }
+                let whole = lo == p0 && hi == p0 + ct - 1;
+                let visible = lo - p0..hi - p0 + 1;
+                if let Some(c) = kv.softcap {
+                    sr[visible.clone()].iter_mut().for_each(|x| *x = c * (*x / c).tanh());
+                }
+                if !whole {
+                    // Slots outside the row's range may hold anything (even NaN): never use them.
+                    sr[..visible.start].fill(f32::NEG_INFINITY);
+                    sr[visible.end..].fill(f32::NEG_INFINITY);
+                }
+                let mut vmax = s.splat(f32::NEG_INFINITY);
                 for tc in (0..ct).step_by(S::LANES) {
-                    sum = s.add(s.load(&sr[tc..]), sum);
+                    vmax = s.max(vmax, s.load(&sr[tc..]));
                 }
+                let chunk_max = s.reduce_max(vmax);
+                if chunk_max > rows.m[r] {
+                    let alpha = (rows.m[r] - chunk_max).exp();
+                    rows.l[r] *= alpha;
+                    rows.acc[r * hd..(r + 1) * hd].iter_mut().for_each(|a| *a *= alpha);
+                    rows.m[r] = chunk_max;
+                }
+                let m = s.splat(rows.m[r]);
+                let mut sum = s.zero();
+                for tc in (0..ct).step_by(S::LANES) {
+                    let p = exp(s, s.mul_add(s.splat(-1.0), m, s.load(&sr[tc..])));
+                    s.store(p, &mut sr[tc..]);
+                    sum = s.add(p, sum);
+                }
+                if !whole {
+                    // Masked slots came out as e^-87, not 0: zero them and sum again.
+                    sr[..visible.start].fill(0.0);
+                    sr[visible.end..].fill(0.0);
+                    sum = s.zero();
+                    for tc in (0..ct).step_by(S::LANES) {
+                        sum = s.add(s.load(&sr[tc..]), sum);
+                    }
+                }
+                rows.l[r] += s.sum(sum);
             }
-            rows.l[r] += s.sum(sum);
-        }
 
-        let mut blocks = [LiveBlock::NONE; MAX_CHUNK_BLOCKS];
-        for (&ChunkBlock { slot: slot0, ahead, tokens, col }, block) in live.iter().zip(&mut blocks) {
-            let ahead = match ahead {
-                Some(a) => &l.v[a * hd_s * K::BYTES..][..bytes],
-                None => &[][..],
-            };
-            let values = &l.v[slot0 * hd_s * K::BYTES..][..bytes];
-            let v_scale = if K::SCALED { &l.v_scale[slot0..slot0 + bs] } else { &[][..] };
-            *block = LiveBlock { values, ahead, v_scale, tokens: tokens.0..tokens.1, col };
+            let mut blocks = [LiveBlock::NONE; MAX_CHUNK_BLOCKS];
+            for (&ChunkBlock { slot: slot0, ahead, tokens, col }, block) in live.iter().zip(&mut blocks) {
+                let ahead = match ahead {
+                    Some(a) => &l.v[a * hd_s * K::BYTES..][..bytes],
+                    None => &[][..],
+                };
+                let values = &l.v[slot0 * hd_s * K::BYTES..][..bytes];
+                let v_scale = if K::SCALED { &l.v_scale[slot0..slot0 + bs] } else { &[][..] };
+                *block = LiveBlock { values, ahead, v_scale, tokens: tokens.0..tokens.1, col };
+            }
+            let blocks = &mut blocks[..live.len()];
+            by_row_chunks!(n_rows, |r0, NR| {
+                K::accumulate::<S, NR>(s, &rows.s[slab + r0 * ct..slab + (r0 + NR) * ct], blocks, &mut rows.acc[r0 * hd..(r0 + NR) * hd]);
+                // The other row groups read the same values: one prefetch is enough.
+                blocks.iter_mut().for_each(|b| b.ahead = &[]);
+            });
         }
-        let blocks = &mut blocks[..live.len()];
-        by_row_chunks!(n_rows, |r0, NR| {
-            K::accumulate::<S, NR>(s, &rows.s[r0 * ct..(r0 + NR) * ct], blocks, &mut rows.acc[r0 * hd..(r0 + NR) * hd]);
-            // The other row groups read the same values: one prefetch is enough.
-            blocks.iter_mut().for_each(|b| b.ahead = &[]);
-        });
     }
+}
+
+/// Most chunks in a group (`attend` scores a group's keys, then reads its values): 2048 tokens.
+pub(crate) const MAX_GROUP_CHUNKS: usize = 32;
+
+/// A chunk whose scores are computed and whose values are not yet added: its first position,
+/// the end of its tokens some row may see, and its live blocks.
+#[derive(Clone, Copy)]
+struct Pending {
+    p0: usize,
+    t_end: usize,
+    live: [ChunkBlock; MAX_CHUNK_BLOCKS],
+    n_live: usize,
+}
+
+impl Pending {
+    const NONE: Pending = Pending { p0: 0, t_end: 0, live: [ChunkBlock::NONE; MAX_CHUNK_BLOCKS], n_live: 0 };
 }
