@@ -260,7 +260,8 @@ impl Cpu {
             let qt = grow(qt, rows * query_scratch(hd));
             let mut rows = AttnRows { q, qt, lo, hi, m, l, acc, s: grow(s, rows * ct * (group_scores / (rows * ct)).clamp(1, MAX_GROUP_CHUNKS)) };
             // The spans and rows are consistent: blocks exist in the layer's pool, q/acc are
-            // rows·head_dim, s is rows·chunk tokens, every position read is below the length.
+            // rows·head_dim, s is whole chunks of rows·chunk tokens (one at least), every
+            // position read is below the length.
             // SAFETY: the table came from `Kernels::for_isa` (a supported level); shapes above.
             unsafe { attend(&span, &mut rows) };
         };
