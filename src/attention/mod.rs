@@ -40,9 +40,9 @@ const TASKS_PER_THREAD: usize = 3;
 /// in runs of up to 128 KiB (int8 SmolLM2) instead of alternating every 64-token chunk. 32 KiB:
 /// 2048 tokens for GQA groups of up to 4 query heads, half that for 8. Measured (ctx 4096, KV
 /// from memory, 2 threads, in-process paired rounds against one chunk at a time, median time
-/// ratio): int8 SmolLM2 geometry ×0.87–0.94 at 16 chunks, ×0.90 at 32; Llama-8B ×0.92 at 16,
-/// ×0.85 at 32; f16 SmolLM2 ×0.91 and f32 ×0.94 at 16. Prefill keeps one chunk (its keys and
-/// values are reused by many rows, from cache).
+/// ratio): int8 SmolLM2 geometry ×0.87–0.99 at 16 chunks (three runs), ×0.90–0.98 at 32;
+/// Llama-8B ×0.92 at 16, ×0.85 at 32; f16 SmolLM2 ×0.91 and f32 ×0.94 at 16. Prefill keeps one
+/// chunk (its keys and values are reused by many rows, from cache).
 const DECODE_GROUP_SCORES: usize = 8192;
 
 /// What attention computes, besides the data.
