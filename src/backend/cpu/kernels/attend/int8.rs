@@ -89,9 +89,18 @@ impl<const G: usize> KvFormat for I8<G> {
     fn accumulate<S: Simd, const NR: usize>(s: S, p: &[f32], blocks: &[LiveBlock], acc: &mut [f32]) {
         let (hd, ct) = (acc.len() / NR, p.len() / NR);
         // The chunk's value scales, zero at tokens no row may see (their scales may be NaN).
+        // (Whole blocks by vectors, then the unseen tokens zeroed: a `copy_from_slice` of a
+        // run-time length was a `memcpy` call per block.)
         let mut v_scale = [0f32; CHUNK_TOKENS];
         for b in blocks {
-            v_scale[b.col + b.tokens.start..b.col + b.tokens.end].copy_from_slice(&b.v_scale[b.tokens.clone()]);
+            let bs = b.v_scale.len();
+            for t in (0..bs).step_by(S::LANES) {
+                s.store(s.load(&b.v_scale[t..]), &mut v_scale[b.col + t..]);
+            }
+            if b.tokens.len() < bs {
+                v_scale[b.col..b.col + b.tokens.start].fill(0.0);
+                v_scale[b.col + b.tokens.end..b.col + bs].fill(0.0);
+            }
         }
         // Each row's weights p · v_scale as i16 (so pairs of tokens are one i32), and their scale.
         let mut w = [[0i32; CHUNK_TOKENS / 2]; NR];

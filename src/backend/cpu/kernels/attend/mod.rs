@@ -2,16 +2,17 @@
 //!
 //! A task is one KV head, a run of its sequence's blocks and a set of query rows (the query heads
 //! of that KV head's group, at one or more positions), each row with its own inclusive key-position
-//! range (causal limit, sliding window). Chunks of whole blocks (64 tokens) are the key tiles: for
-//! each chunk the body computes the rows' scores against its tokens (keys are stored so that this
-//! is broadcast multiply-adds of each query element, or pair of elements, over `block_size` tokens
-//! at a time — no horizontal sums), folds them into a running max `m`, denominator `l` and
-//! unnormalised output `acc` (the online softmax), then adds the chunk's values weighted by the
+//! range (causal limit, sliding window). Chunks of whole blocks (64 tokens) are the key tiles,
+//! taken a group at a time: a task scores the keys of as many chunks as its score buffer holds
+//! (decode: up to [`MAX_GROUP_CHUNKS`], prefill: one) before it reads their values, so that each
+//! stream comes from memory in long runs (see `attention::DECODE_GROUP_SCORES`). For each group
+//! the body computes the rows' scores against its tokens (keys are stored so that this is
+//! broadcast multiply-adds of each query element, or pair of elements, over `block_size` tokens
+//! at a time — no horizontal sums), folds them once into a running max `m`, denominator `l` and
+//! unnormalised output `acc` (the online softmax), then adds each chunk's values weighted by the
 //! probabilities, tokens outermost with the accumulators in registers. The score matrix never
-//! exists beyond one group of chunks: a task scores the keys of as many chunks as its score buffer
-//! holds (decode: up to [`MAX_GROUP_CHUNKS`], prefill: one) before it reads their values, so that
-//! each stream comes from memory in long runs (see `attention::DECODE_GROUP_SCORES`). Callers merge
-//! tasks that split one row's keys by log-sum-exp and normalise (`acc / l`).
+//! exists beyond one group. Callers merge tasks that split one row's keys by log-sum-exp and
+//! normalise (`acc / l`).
 //!
 //! Keys and values are read in their storage format, with no dequantized copy: f32 and f16
 //! widened in registers; int8 with integer dot products (see [`I8`]). The scores of
@@ -100,9 +101,9 @@ pub(crate) struct AttnRows<'a> {
     pub s: &'a mut [f32],
 }
 
-/// Keys whose scores are computed before one online-softmax update (whole blocks): each row's
-/// max, rescale and horizontal sums are paid once per this many keys rather than once per block.
-/// (Same-process A/B against one block per update, 2 threads: decode 1.1–1.45× with the other
+/// Keys per tile (whole blocks): scores, the int8 value weights' scale and the value pass are
+/// computed a chunk at a time. (Before groups, each chunk was one online-softmax update.
+/// Same-process A/B against one block per update, 2 threads: decode 1.1–1.45× with the other
 /// changes of that step; Llama-8B prefill 2048, 64 rows of 128, is 10% faster at 64 tokens than
 /// with the chunk shrunk to keep scores and accumulators within L1.)
 pub(crate) const CHUNK_TOKENS: usize = 64;
@@ -326,11 +327,10 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
             }
         }
 
-        for (k, &Pending { p0, t_end, ref live, n_live }) in pending[..n_pending].iter().enumerate() {
+        softmax_group(s, rows, &pending[..n_pending], ct, kv.softcap);
+        for (k, &Pending { ref live, n_live, .. }) in pending[..n_pending].iter().enumerate() {
             let live = &live[..n_live];
             let slab = k * n_rows * ct;
-
-            softmax_chunk(s, rows, slab, ct, p0, t_end, kv.softcap);
 
             let mut blocks = [LiveBlock::NONE; MAX_CHUNK_BLOCKS];
             for (&ChunkBlock { slot: slot0, ahead, tokens, col }, block) in live.iter().zip(&mut blocks) {
@@ -357,54 +357,69 @@ pub(crate) fn attend<S: Simd, K: KvFormat>(s: S, kv: &KvSpan, rows: &mut AttnRow
     }
 }
 
-/// The online softmax of one chunk: its scores at `rows.s[slab..]`, (rows, `ct`), from position
-/// `p0`, of which tokens before `t_end` exist. Masks each row to its range, rescales its state
-/// once, and turns its scores into probabilities.
+/// The online softmax of a group of chunks, once per group: chunk `k`'s scores at
+/// `rows.s[k · rows · ct ..]`, (rows, `ct`). Masks each row to its range in each chunk, takes
+/// the row's max over the whole group, rescales its state once, and turns the scores into
+/// probabilities — one horizontal max and one horizontal sum per row and group, not per chunk.
 #[inline(always)]
-fn softmax_chunk<S: Simd>(s: S, rows: &mut AttnRows, slab: usize, ct: usize, p0: usize, t_end: usize, softcap: Option<f32>) {
+fn softmax_group<S: Simd>(s: S, rows: &mut AttnRows, chunks: &[Pending], ct: usize, softcap: Option<f32>) {
     let (n_rows, hd) = (rows.lo.len(), rows.acc.len() / rows.lo.len());
     for r in 0..n_rows {
-        let sr = &mut rows.s[slab + r * ct..slab + (r + 1) * ct];
-        let (lo, hi) = (rows.lo[r].max(p0), rows.hi[r].min(t_end - 1));
-        if lo > hi {
-            sr.fill(0.0);
+        let (lo, hi) = (rows.lo[r], rows.hi[r]);
+        // The columns of chunk `c` that row `r` sees (empty: none).
+        let visible = |c: &Pending| {
+            let (lo, hi) = (lo.max(c.p0), hi.min(c.t_end - 1));
+            if lo > hi { 0..0 } else { lo - c.p0..hi - c.p0 + 1 }
+        };
+        let mut vmax = s.splat(f32::NEG_INFINITY);
+        for (k, c) in chunks.iter().enumerate() {
+            let sr = &mut rows.s[(k * n_rows + r) * ct..][..ct];
+            let visible = visible(c);
+            if let Some(c) = softcap {
+                sr[visible.clone()].iter_mut().for_each(|x| *x = c * (*x / c).tanh());
+            }
+            if visible.len() < ct {
+                // Slots outside the row's range may hold anything (even NaN): never use them.
+                sr[..visible.start].fill(f32::NEG_INFINITY);
+                sr[visible.end..].fill(f32::NEG_INFINITY);
+            }
+            for tc in (0..ct).step_by(S::LANES) {
+                vmax = s.max(vmax, s.load(&sr[tc..]));
+            }
+        }
+        let group_max = s.reduce_max(vmax);
+        if group_max == f32::NEG_INFINITY {
+            // The row sees no key of this group.
+            (0..chunks.len()).for_each(|k| rows.s[(k * n_rows + r) * ct..][..ct].fill(0.0));
             continue;
         }
-        let whole = lo == p0 && hi == p0 + ct - 1;
-        let visible = lo - p0..hi - p0 + 1;
-        if let Some(c) = softcap {
-            sr[visible.clone()].iter_mut().for_each(|x| *x = c * (*x / c).tanh());
-        }
-        if !whole {
-            // Slots outside the row's range may hold anything (even NaN): never use them.
-            sr[..visible.start].fill(f32::NEG_INFINITY);
-            sr[visible.end..].fill(f32::NEG_INFINITY);
-        }
-        let mut vmax = s.splat(f32::NEG_INFINITY);
-        for tc in (0..ct).step_by(S::LANES) {
-            vmax = s.max(vmax, s.load(&sr[tc..]));
-        }
-        let chunk_max = s.reduce_max(vmax);
-        if chunk_max > rows.m[r] {
-            let alpha = (rows.m[r] - chunk_max).exp();
+        if group_max > rows.m[r] {
+            let alpha = (rows.m[r] - group_max).exp();
             rows.l[r] *= alpha;
             rows.acc[r * hd..(r + 1) * hd].iter_mut().for_each(|a| *a *= alpha);
-            rows.m[r] = chunk_max;
+            rows.m[r] = group_max;
         }
         let m = s.splat(rows.m[r]);
         let mut sum = s.zero();
-        for tc in (0..ct).step_by(S::LANES) {
-            let p = exp(s, s.mul_add(s.splat(-1.0), m, s.load(&sr[tc..])));
-            s.store(p, &mut sr[tc..]);
-            sum = s.add(p, sum);
-        }
-        if !whole {
-            // Masked slots came out as e^-87, not 0: zero them and sum again.
-            sr[..visible.start].fill(0.0);
-            sr[visible.end..].fill(0.0);
-            sum = s.zero();
-            for tc in (0..ct).step_by(S::LANES) {
-                sum = s.add(s.load(&sr[tc..]), sum);
+        for (k, c) in chunks.iter().enumerate() {
+            let sr = &mut rows.s[(k * n_rows + r) * ct..][..ct];
+            let visible = visible(c);
+            if visible.len() == ct {
+                for tc in (0..ct).step_by(S::LANES) {
+                    let p = exp(s, s.mul_add(s.splat(-1.0), m, s.load(&sr[tc..])));
+                    s.store(p, &mut sr[tc..]);
+                    sum = s.add(p, sum);
+                }
+            } else {
+                for tc in (0..ct).step_by(S::LANES) {
+                    s.store(exp(s, s.mul_add(s.splat(-1.0), m, s.load(&sr[tc..]))), &mut sr[tc..]);
+                }
+                // Masked slots came out as e^-87, not 0: zero them, then sum.
+                sr[..visible.start].fill(0.0);
+                sr[visible.end..].fill(0.0);
+                for tc in (0..ct).step_by(S::LANES) {
+                    sum = s.add(s.load(&sr[tc..]), sum);
+                }
             }
         }
         rows.l[r] += s.sum(sum);
