@@ -162,6 +162,8 @@ fn by_phase(pool: &rayon::ThreadPool, probe: &[u64], threads: usize, cpu: &Cpu, 
         }
         eprint!("\rphase rounds: {}/{rounds}", round + 1);
     }
+    // End the progress line, so the table below starts on its own line in a terminal and a log.
+    eprintln!();
     let split = median(seen.iter().flatten().map(|&(bw, _)| bw).collect());
     println!(
         "\ndecode attention by bandwidth phase, {threads} threads, {rounds} rounds, probe split at {:.1} GB/s: median µs / fraction of bw (rounds)",
