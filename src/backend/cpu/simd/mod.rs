@@ -126,9 +126,9 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn gmul_add(self, a: Self::G, s: f32, acc: Self::G) -> Self::G;
     fn gsum(self, v: Self::G) -> f32;
 
-    /// Hints that the cache line holding byte `at` of `x` will be read soon (no-op where
-    /// unsupported). Unchecked, for hot loops: an `at` past the end only wastes a request (a
-    /// prefetch never faults and reads nothing architecturally).
+    /// Hints that the cache line holding byte `at` of `x` will be read soon, fetching it into
+    /// L2, not L1 (no-op where unsupported). Unchecked, for hot loops: an `at` past the end only
+    /// wastes a request (a prefetch never faults and reads nothing architecturally).
     fn prefetch(self, x: &[u8], at: usize);
 
     /// A little-endian f16 as f32 (hardware conversion where available).
