@@ -34,14 +34,11 @@ def load(path):
     r = GGUFReader(path)
     f = {k: v.contents() for k, v in r.fields.items() if not k.startswith("tokenizer.ggml.merges")}
     tensors = {t.name: t for t in r.tensors}
-    dequantized = {}
 
     def weight(name):
-        if name not in dequantized:
-            t = tensors[name]
-            w = dequantize(t.data, t.tensor_type).astype(np.float64)
-            dequantized[name] = (w.reshape([int(d) for d in reversed(t.shape)]), t.tensor_type)
-        return dequantized[name]
+        t = tensors[name]
+        w = dequantize(t.data, t.tensor_type).astype(np.float64)
+        return w.reshape([int(d) for d in reversed(t.shape)]), t.tensor_type
 
     def matmul(x, name):
         w, ty = weight(name)
@@ -115,16 +112,18 @@ def main(path, out):
               open(out, "w"), indent=1)
 
 
-# How far below the oracle's best logit a greedy engine's token may sit. sparq's logits differ
-# from this oracle's by at most 0.70 on the fixture (max |Δ| over its positions: an activation's
-# 8-bit block rounding that lands on the other side of a tie, see tests/llama.rs); an engine
+# How far below the oracle's best logit a greedy engine's token may sit. tests/llama.rs holds
+# every sparq logit within 1.0 of this oracle's (the whole effect of activation quantization,
+# which one-ulp flips across a rounding step can reproduce; measured up to 0.82); an engine
 # choosing token a over b with each logit off by at most δ means the oracle's b − a ≤ 2δ.
-GREEDY_GAP = 2 * 0.70
+GREEDY_GAP = 2 * 1.0
 
 
 def check_greedy(path, prompt, generated):
     forward, head, f = load(path)
     tokens = f["tokenizer.ggml.tokens"]
+    if not prompt or not generated:
+        sys.exit("--check-greedy needs a prompt and at least one generated token")
     n = len(prompt)
     logits = head(forward(prompt + generated)[n - 1:-1])
     worst = 0.0

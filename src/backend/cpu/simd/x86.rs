@@ -56,15 +56,15 @@ impl<const VNNI: bool> X512<VNNI> {
 /// compute instead of overlapping it. Into L2 they wait in L2's larger miss queue, and L1's own
 /// prefetcher brings each line the short way when the loop nears it. Measured on the AMD EPYC
 /// (Zen 4) VM, KV from memory, ctx 4096, 2 threads, in-process paired rounds (12–16), median
-/// time ratio T2 ÷ T0: int8 SmolLM2 geometry ×0.88 (and ×0.87 in an earlier run), Llama-8B
-/// ×0.68 (×0.69); f16 ×1.01 (already at ~96% of the probe) and ×0.74 (×0.76); f32 ×0.82 and
-/// ×0.68; in cache unchanged. (Twice the distance with T2: ×0.82 / ×0.70 int8, no better
-/// elsewhere; four and eight times: worse.)
+/// time ratio T2 ÷ T0, two runs each (SmolLM2 geometry / Llama-8B's): int8 ×0.88, ×0.87 /
+/// ×0.68, ×0.69; f16 ×1.01 (already at ~96% of the probe), ×0.89 / ×0.74, ×0.76; f32 ×0.82,
+/// ×0.93 / ×0.68; SmolLM2's KV in cache unchanged. (Twice the distance with T2: ×0.82 / ×0.70
+/// int8, no better elsewhere; four and eight times: worse.)
 #[inline(always)]
 fn prefetch_l2(x: &[u8], at: usize) {
-    // SAFETY: SSE is part of x86-64's baseline; a prefetch never faults or reads
-    // architecturally, so any address will do (`wrapping_add` keeps the pointer arithmetic
-    // itself defined).
+    // A prefetch never faults or reads architecturally, so any address will do
+    // (`wrapping_add` keeps the pointer arithmetic itself defined).
+    // SAFETY: SSE is part of x86-64's baseline (this module is x86-64 only); see above.
     unsafe { _mm_prefetch::<_MM_HINT_T2>(x.as_ptr().wrapping_add(at).cast()) }
 }
 

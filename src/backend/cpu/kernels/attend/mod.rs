@@ -137,8 +137,8 @@ pub(crate) const CHUNK_TOKENS: usize = 64;
 /// Llama-8B 213 → 189); in cache +3–5%.
 ///
 /// All those prefetches went into L1. They now go into L2 (`Simd::prefetch`), which on the
-/// Zen 4 VM let transfer and compute overlap at last: ctx 4096, 2 threads, paired, ×0.68–0.88
-/// for int8 and Llama-8B's f16 and f32 (the measurements are at `x86::prefetch_l2`).
+/// Zen 4 VM let transfer and compute overlap at last: ctx 4096, 2 threads, paired, ×0.68–0.93
+/// for int8 and f32, and for Llama-8B's f16 (the measurements are at `x86::prefetch_l2`).
 const PREFETCH_BYTES: usize = 8192;
 
 /// Most blocks in a chunk (the smallest block size the cache allows is 16).
