@@ -33,6 +33,25 @@ fn check_words<S: Simd>(s: S, a: &[u8; 64], b: &[i8; 64]) {
     let want_u7: Vec<i64> = scalar_dot(&a7, b).iter().map(|v| v - 5).collect();
     assert_eq!(lanes(s, s.dot_u8(acc, s.iload(a), s.iload(b_u8))), want_u8, "dot_u8");
     assert_eq!(lanes(s, s.dot_u7(acc, s.iload(&a7), s.iload(b_u8))), want_u7, "dot_u7");
+    let a_i8: &[i8] = bytemuck::cast_slice(a);
+    let want_i8: Vec<i64> = a_i8.chunks_exact(4).zip(b.chunks_exact(4)).map(|(a, b)| (0..4).map(|i| a[i] as i64 * b[i] as i64).sum::<i64>() - 5).collect();
+    assert_eq!(lanes(s, s.dot_i8(acc, s.iload(a), s.iload(b_u8))), want_i8, "dot_i8");
+
+    // Nibble running sums: 1 and the contract's 8 calls, on these bytes and at the extremes
+    // (every product 15 · ±127, where a 16-bit running form is closest to overflowing).
+    let nibs: Vec<u8> = a.iter().map(|&v| v & 0x0f).collect();
+    let extremes: [(Vec<u8>, Vec<u8>); 3] = [(nibs.clone(), b_u8.to_vec()), (vec![15; n], vec![127; n]), (vec![15; n], vec![(-127i8) as u8; n])];
+    for (x, y) in &extremes {
+        let y_i8: &[i8] = bytemuck::cast_slice(y);
+        for calls in [1i64, 8] {
+            let mut run = s.izero();
+            for _ in 0..calls {
+                run = s.nib_dot(run, s.iload(x), s.iload(y));
+            }
+            let want: Vec<i64> = scalar_dot(x, y_i8).iter().map(|v| calls * v).collect();
+            assert_eq!(lanes(s, s.nib_sum(run)), want, "nib_dot × {calls}, nib_sum");
+        }
+    }
 
     // 16-bit pair words: `a`'s bytes widened in pairs, against `b`'s bytes read as i16 pairs.
     let pairs = s.load_i8_pairs(a);

@@ -29,57 +29,83 @@ fn micro<S: Simd, Q: QuantFormat, const MR: usize>(s: S, w: TiledRows, t: usize,
     let tile = w.tile(t);
     let rows: [_; MR] = std::array::from_fn(|i| x.qrow(r0 + i));
     let mask = s.isplat(0x0f0f_0f0f);
+    let flip = s.isplat(0x8080_8080u32 as i32);
+    // Q8_0 words are excess-128; `DOT_SIGNED_Q8` levels flip them back, so no offset to remove.
+    let signed_q8 = Q::BITS == 8 && S::DOT_SIGNED_Q8;
     let c0 = t * TILE;
     let width = TILE.min(out.cols().end - c0);
-    for h in 0..TILE.div_ceil(lanes) {
-        if h * lanes >= width {
+    // The tile's halves of `lanes` rows (2 on 8-lane levels). Decode takes both in one pass:
+    // each activation broadcast then serves all 16 rows and the tile streams once, whole cache
+    // lines in order. With more activation rows both halves' sums would not fit the 16
+    // registers, so each half is its own pass (the tile is in L1 by the second).
+    let halves = TILE / lanes;
+    let per_pass = if MR == 1 { halves } else { 1 };
+    for h0 in (0..halves).step_by(per_pass) {
+        if h0 * lanes >= width {
             break;
         }
-        let mut acc = [s.zero(); MR];
+        let mut acc = [[s.zero(); 2]; MR];
         for b in 0..nb {
             let wb = &tile[b * rb..(b + 1) * rb];
             let xb: [&[i8; QK]; MR] = std::array::from_fn(|i| head(&rows[i].qs[b * QK..]));
-            let word = |j: usize| s.iload(&wb[(j * TILE + h * lanes) * 4..]);
-            let mut dots = [s.izero(); MR];
+            let word = |j: usize, g: usize| s.iload(&wb[(j * TILE + (h0 + g) * lanes) * 4..]);
+            let mut dots = [[s.izero(); 2]; MR];
             if Q::BITS == 4 {
-                // Word j's low nibbles are elements 4j.., its high nibbles 16 + 4j.. .
+                // Word j's low nibbles are elements 4j.., its high nibbles 16 + 4j.. ; 8 `nib_dot`
+                // calls per block, the most the running form allows.
                 for j in 0..QK / 8 {
-                    let v = word(j);
-                    let (lo, hi) = (s.iand(v, mask), s.iand(s.ishr(v, 4), mask));
+                    let (v0, v1) = (word(j, 0), word(j, per_pass - 1));
+                    let nibs = [(s.iand(v0, mask), s.iand(s.ishr(v0, 4), mask)), (s.iand(v1, mask), s.iand(s.ishr(v1, 4), mask))];
                     for i in 0..MR {
-                        dots[i] = s.dot_u7(dots[i], lo, s.isplat4(&xb[i][4 * j..]));
+                        let (x_lo, x_hi) = (s.isplat4(&xb[i][4 * j..]), s.isplat4(&xb[i][QK / 2 + 4 * j..]));
+                        for g in 0..per_pass {
+                            dots[i][g] = s.nib_dot(s.nib_dot(dots[i][g], nibs[g].0, x_lo), nibs[g].1, x_hi);
+                        }
                     }
-                    for i in 0..MR {
-                        dots[i] = s.dot_u7(dots[i], hi, s.isplat4(&xb[i][QK / 2 + 4 * j..]));
+                }
+                for row in &mut dots {
+                    for dot in row.iter_mut().take(per_pass) {
+                        *dot = s.nib_sum(*dot);
                     }
                 }
             } else {
                 for j in 0..QK / 4 {
-                    let v = word(j);
+                    let v = [word(j, 0), word(j, per_pass - 1)];
                     for i in 0..MR {
-                        dots[i] = s.dot_u8(dots[i], v, s.isplat4(&xb[i][4 * j..]));
+                        let xj = s.isplat4(&xb[i][4 * j..]);
+                        for g in 0..per_pass {
+                            dots[i][g] = if signed_q8 { s.dot_i8(dots[i][g], s.ixor(v[g], flip), xj) } else { s.dot_u8(dots[i][g], v[g], xj) };
+                        }
                     }
                 }
             }
-            let at = vb + h * lanes * 2;
-            let dw = s.load_f16(&wb[at..]);
-            let mw = if Q::HAS_MIN { s.load_f16(&wb[at + TILE * 2..]) } else { s.zero() };
-            for i in 0..MR {
-                let mut dot = dots[i];
-                if Q::OFFSET != 0 {
-                    dot = s.isub(dot, s.isplat(Q::OFFSET * rows[i].sums[b]));
-                }
-                acc[i] = s.mul_add(s.to_f32(dot), s.mul(dw, s.splat(rows[i].d[b])), acc[i]);
-                if Q::HAS_MIN {
-                    acc[i] = s.mul_add(mw, s.splat(rows[i].dsums[b]), acc[i]);
+            for g in 0..per_pass {
+                let at = vb + (h0 + g) * lanes * 2;
+                let dw = s.load_f16(&wb[at..]);
+                let mw = if Q::HAS_MIN { s.load_f16(&wb[at + TILE * 2..]) } else { s.zero() };
+                for i in 0..MR {
+                    let mut dot = dots[i][g];
+                    if Q::OFFSET != 0 && !signed_q8 {
+                        dot = s.isub(dot, s.isplat(Q::OFFSET * rows[i].sums[b]));
+                    }
+                    acc[i][g] = s.mul_add(s.to_f32(dot), s.mul(dw, s.splat(rows[i].d[b])), acc[i][g]);
+                    if Q::HAS_MIN {
+                        acc[i][g] = s.mul_add(mw, s.splat(rows[i].dsums[b]), acc[i][g]);
+                    }
                 }
             }
         }
         let mut lane_vals = [0f32; 16];
-        let cols = c0 + h * lanes..c0 + (h * lanes + lanes).min(width);
-        for (i, a) in acc.into_iter().enumerate() {
-            s.store(a, &mut lane_vals);
-            out.write(r0 + i, cols.start, &lane_vals[..cols.len()]);
+        for g in 0..per_pass {
+            let start = (h0 + g) * lanes;
+            if start >= width {
+                break;
+            }
+            let cols = c0 + start..c0 + (start + lanes).min(width);
+            for (i, a) in acc.iter().enumerate() {
+                s.store(a[g], &mut lane_vals);
+                out.write(r0 + i, cols.start, &lane_vals[..cols.len()]);
+            }
         }
     }
 }

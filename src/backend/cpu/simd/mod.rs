@@ -94,6 +94,23 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn dot_u7(self, acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
     /// `acc + Σ₄ a·b` per lane: `a` any unsigned byte, `b` signed bytes.
     fn dot_u8(self, acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
+    /// `acc + Σ₄ a·b` per lane: `a` any signed byte, `b` signed in `-127..=127`.
+    fn dot_i8(self, acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
+    /// Whether kernels holding excess-128 bytes (`u = q + 128`: the tiled Q8_0 words) should
+    /// flip them back to `q` (`ixor` with `0x80`) and use `dot_i8`, rather than `dot_u8` on `u`
+    /// with the offset removed once per block. True where that is measured faster: on AVX2,
+    /// `dot_u8` is an 8-instruction emulation and `dot_i8` is 4 (`vpsignb` twice, `vpmaddubsw`,
+    /// `vpmaddwd`) plus the add, each `vpsignb` of a weight word shared by every activation row.
+    const DOT_SIGNED_Q8: bool;
+    /// Nibble products, summed narrow: `acc + a·b` in this level's running form, for `a` in
+    /// `0..=15` and `b` in `-127..=127`. Start from `izero()`; after at most 8 calls,
+    /// `nib_sum` gives each lane the sum of its `4 · calls` products. Without VNNI the running
+    /// form is 16-bit — each half gathers two products per call, at most `8·2·15·127 = 30480 <
+    /// 2¹⁵` after 8, so it is exact — and one widening `vpmaddwd` in `nib_sum` replaces one per
+    /// call (the multiply ports are what limits these loops on AVX2). Elsewhere it is `dot_u7`'s.
+    fn nib_dot(self, acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
+    /// The 32-bit lane sums of a `nib_dot` running form (see there).
+    fn nib_sum(self, acc: Self::I) -> Self::I;
     /// `2 · LANES` signed bytes from the start of `x`, each widened to a signed 16-bit half:
     /// lane `l` holds `x[2l]` in its low half and `x[2l + 1]` in its high half.
     fn load_i8_pairs(self, x: &[u8]) -> Self::I;

@@ -174,6 +174,19 @@ impl Simd for Portable {
         i32x8::new(Scalar.dot_u8(arr(acc), arr(a), arr(b)))
     }
     #[inline(always)]
+    fn dot_i8(self, acc: i32x8, a: i32x8, b: i32x8) -> i32x8 {
+        i32x8::new(Scalar.dot_i8(arr(acc), arr(a), arr(b)))
+    }
+    const DOT_SIGNED_Q8: bool = false;
+    #[inline(always)]
+    fn nib_dot(self, acc: i32x8, a: i32x8, b: i32x8) -> i32x8 {
+        self.dot_u7(acc, a, b)
+    }
+    #[inline(always)]
+    fn nib_sum(self, acc: i32x8) -> i32x8 {
+        acc
+    }
+    #[inline(always)]
     fn load_i8_pairs(self, x: &[u8]) -> i32x8 {
         let x: &[u8; 16] = head(x);
         bytemuck::cast(i16x16::from_i8x16(i8x16::new(bytemuck::cast(*x))))

@@ -189,6 +189,22 @@ impl Simd for Scalar {
         std::array::from_fn(|i| dot4(acc[i], a[i], b[i]))
     }
     #[inline(always)]
+    fn dot_i8(self, acc: I8, a: I8, b: I8) -> I8 {
+        std::array::from_fn(|i| {
+            let (a, b) = (lane_bytes(a[i]), lane_bytes(b[i]));
+            acc[i] + (0..4).map(|j| a[j] as i8 as i32 * b[j] as i8 as i32).sum::<i32>()
+        })
+    }
+    const DOT_SIGNED_Q8: bool = false;
+    #[inline(always)]
+    fn nib_dot(self, acc: I8, a: I8, b: I8) -> I8 {
+        self.dot_u7(acc, a, b)
+    }
+    #[inline(always)]
+    fn nib_sum(self, acc: I8) -> I8 {
+        acc
+    }
+    #[inline(always)]
     fn load_i8_pairs(self, x: &[u8]) -> I8 {
         let x: &[u8; 16] = head(x);
         std::array::from_fn(|l| (x[2 * l] as i8 as u16 as u32 | (x[2 * l + 1] as i8 as u16 as u32) << 16) as i32)
