@@ -269,7 +269,7 @@ impl Cpu {
             }
         };
         let quantized = ws.iter().any(|w| w.dtype.is_block_quantized());
-        let by_block = ws.iter().any(|w| w.dtype.is_block_quantized() && path(w) == Path::Panels);
+        let by_block = ws.iter().any(|w| w.dtype.is_block_quantized() && path(w) != Path::Rows);
         let Scratch { qs, d, sums, dsums, by_block: by_block_buf, panels, .. } = scratch;
         let acts = if quantized { self.quantize(x, m, k, qs, d, sums, dsums, by_block_buf, by_block) } else { Acts::float(x, m, k) };
 
@@ -386,14 +386,15 @@ impl Cpu {
         }
         let by_block: &[BlockScales] = if packed {
             let by_block = grow(by_block, nb * m);
-            for (i, t) in by_block.iter_mut().enumerate() {
-                let (b, r) = (i / m, i % m);
-                *t = BlockScales { d: d[r * nb + b], dsum: dsums[r * nb + b], sum: sums[r * nb + b] };
+            for (b, column) in by_block.chunks_exact_mut(m).enumerate() {
+                for (r, t) in column.iter_mut().enumerate() {
+                    *t = BlockScales { d: d[r * nb + b], dsum: dsums[r * nb + b], sum: sums[r * nb + b] };
+                }
             }
             by_block
         } else {
             &[]
         };
-        Acts { m, k, f32s: x, qs, d, dsums, sums, by_block }
+        Acts { m, k, f32s: x, qs, d, dsums, by_block }
     }
 }

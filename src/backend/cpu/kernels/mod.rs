@@ -40,10 +40,9 @@ pub(crate) struct Acts<'a> {
     pub d: &'a [f32],
     /// (m, k / 32) `d · Σ` per block (ggml's Q8_1 `s`, kept in f32): the weight-min term's factor.
     pub dsums: &'a [f32],
-    /// (m, k / 32) `Σ` per block: removes an unsigned weight offset exactly, in integers.
-    pub sums: &'a [i32],
-    /// (k / 32, m) the same three per block, block-major, for the packed GEMM (whose micro-tile
-    /// reads one block of several rows at a time); empty on the row paths.
+    /// (k / 32, m) per block `d`, `d · Σ` and `Σ` (which removes an unsigned weight offset
+    /// exactly, in integers), block-major: the panel and tile kernels read one block of several
+    /// rows from one place; empty on the row path.
     pub by_block: &'a [BlockScales],
 }
 
@@ -64,26 +63,19 @@ pub(crate) struct QRow<'a> {
     pub d: &'a [f32],
     /// (k / 32)
     pub dsums: &'a [f32],
-    /// (k / 32)
-    pub sums: &'a [i32],
 }
 
 impl<'a> Acts<'a> {
     /// Activations for the float paths (no quantized copy).
     pub fn float(x: &'a [f32], m: usize, k: usize) -> Self {
-        Acts { m, k, f32s: x, qs: &[], d: &[], dsums: &[], sums: &[], by_block: &[] }
+        Acts { m, k, f32s: x, qs: &[], d: &[], dsums: &[], by_block: &[] }
     }
     pub fn row(&self, r: usize) -> &'a [f32] {
         &self.f32s[r * self.k..(r + 1) * self.k]
     }
     pub fn qrow(&self, r: usize) -> QRow<'a> {
         let nb = self.k / crate::quant::QK;
-        QRow {
-            qs: &self.qs[r * self.k..(r + 1) * self.k],
-            d: &self.d[r * nb..(r + 1) * nb],
-            dsums: &self.dsums[r * nb..(r + 1) * nb],
-            sums: &self.sums[r * nb..(r + 1) * nb],
-        }
+        QRow { qs: &self.qs[r * self.k..(r + 1) * self.k], d: &self.d[r * nb..(r + 1) * nb], dsums: &self.dsums[r * nb..(r + 1) * nb] }
     }
 }
 

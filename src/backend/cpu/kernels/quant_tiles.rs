@@ -13,7 +13,7 @@
 //! packed-panel kernel's (`quant_panel`), operation for operation: the two give identical bits.
 
 use super::formats::QuantFormat;
-use super::{Acts, TaskOut, TiledRows};
+use super::{Acts, BlockScales, TaskOut, TiledRows};
 use crate::backend::cpu::simd::{Simd, head};
 use crate::matmul::tiled::TILE;
 use crate::quant::QK;
@@ -26,8 +26,14 @@ fn micro<S: Simd, Q: QuantFormat, const MR: usize>(s: S, w: TiledRows, t: usize,
     let vb = TILE * QK * Q::BITS / 8;
     // A block's record: values, then 16 f16 scales `d`, then (with a min) 16 f16 mins.
     let rb = vb + if Q::HAS_MIN { 4 } else { 2 } * TILE;
-    let tile = w.tile(t);
-    let rows: [_; MR] = std::array::from_fn(|i| x.qrow(r0 + i));
+    // Exact-length views (tile blocks of `rb` bytes, rows of `nb` blocks): with `b < nb` the
+    // compiler drops the per-access bounds checks. The `MR` rows' block scales are adjacent in
+    // `by_block`, one load base for all rows.
+    let tile = &w.tile(t)[..nb * rb];
+    let mut xq: [&[i8]; MR] = [&[]; MR];
+    for i in 0..MR {
+        xq[i] = &x.qrow(r0 + i).qs[..nb * QK];
+    }
     let mask = s.isplat(0x0f0f_0f0f);
     let flip = s.isplat(0x8080_8080u32 as i32);
     // Q8_0 words are excess-128; `DOT_SIGNED_Q8` levels flip them back, so no offset to remove.
@@ -45,9 +51,12 @@ fn micro<S: Simd, Q: QuantFormat, const MR: usize>(s: S, w: TiledRows, t: usize,
             break;
         }
         let mut acc = [[s.zero(); 2]; MR];
-        for b in 0..nb {
-            let wb = &tile[b * rb..(b + 1) * rb];
-            let xb: [&[i8; QK]; MR] = std::array::from_fn(|i| head(&rows[i].qs[b * QK..]));
+        for (b, wb) in tile.chunks_exact(rb).enumerate() {
+            let mut xb: [&[i8; QK]; MR] = [&[0; QK]; MR];
+            for i in 0..MR {
+                xb[i] = head(&xq[i][b * QK..]);
+            }
+            let scales: &[BlockScales; MR] = head(&x.by_block[b * x.m + r0..]);
             let word = |j: usize, g: usize| s.iload(&wb[(j * TILE + (h0 + g) * lanes) * 4..]);
             let mut dots = [[s.izero(); 2]; MR];
             if Q::BITS == 4 {
@@ -86,11 +95,11 @@ fn micro<S: Simd, Q: QuantFormat, const MR: usize>(s: S, w: TiledRows, t: usize,
                 for i in 0..MR {
                     let mut dot = dots[i][g];
                     if Q::OFFSET != 0 && !signed_q8 {
-                        dot = s.isub(dot, s.isplat(Q::OFFSET * rows[i].sums[b]));
+                        dot = s.isub(dot, s.isplat(Q::OFFSET * scales[i].sum));
                     }
-                    acc[i][g] = s.mul_add(s.to_f32(dot), s.mul(dw, s.splat(rows[i].d[b])), acc[i][g]);
+                    acc[i][g] = s.mul_add(s.to_f32(dot), s.mul(dw, s.splat(scales[i].d)), acc[i][g]);
                     if Q::HAS_MIN {
-                        acc[i][g] = s.mul_add(mw, s.splat(rows[i].dsums[b]), acc[i][g]);
+                        acc[i][g] = s.mul_add(mw, s.splat(scales[i].dsum), acc[i][g]);
                     }
                 }
             }
