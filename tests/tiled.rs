@@ -68,7 +68,8 @@ fn swiglu_over_tiled_weights() {
         let plain = [Weights::new(dtype, n, k, &g).unwrap(), Weights::new(dtype, n, k, &u).unwrap()];
         let packed = PackedWeights::pack(&plain, 0).unwrap();
         let (gate, up) = (packed.get(0).unwrap(), packed.get(1).unwrap());
-        for m in [PANEL_MIN_M, 13] {
+        // 21: past the height from which AVX2 unpacks each tile first (16), with an odd tail.
+        for m in [PANEL_MIN_M, 13, 21] {
             let x = values(62 + m as u64, m * k, 3.0);
             for cpu in cpus() {
                 let (mut a, mut b) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);

@@ -325,7 +325,7 @@ impl Cpu {
                         Path::Tiles => {
                             let tiles = TiledRows { bytes: w.bytes, k, tile_stride: tiled::tile_stride(w.dtype, k) };
                             // SAFETY: see the comment above the `match`.
-                            unsafe { kernels.tiles[index].expect("a format with a tiled layout")(tiles, acts, &out) }
+                            unsafe { kernels.tiles[index].expect("a format with a tiled layout")(tiles, acts, &out, buf) }
                         }
                         // SAFETY: see the comment above the `match`.
                         Path::Panels => unsafe { kernels.panels[index].expect("a weight format")(rows, acts, &out, buf) },

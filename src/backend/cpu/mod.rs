@@ -130,7 +130,7 @@ pub(crate) type RowsFn = unsafe fn(WeightRows, Acts, &TaskOut);
 pub(crate) type PanelsFn = unsafe fn(WeightRows, Acts, &TaskOut, &mut PanelBuf);
 
 /// Computes a task's output columns (whole tiles) from weights in the tiled layout, any m.
-pub(crate) type TilesFn = unsafe fn(TiledRows, Acts, &TaskOut);
+pub(crate) type TilesFn = unsafe fn(TiledRows, Acts, &TaskOut, &mut PanelBuf);
 
 /// Folds a run of KV blocks into a task's attention rows.
 pub(crate) type AttendFn = unsafe fn(&KvSpan, &mut AttnRows);
@@ -242,16 +242,16 @@ macro_rules! isa_entry_points {
                 quant_panel::panels::<_, Q4_1, $mr>($token, w, x, out, buf)
             }
             $(#[$attr])*
-            unsafe fn tiles_q8_0(w: TiledRows, x: Acts, out: &TaskOut) {
-                quant_tiles::tiles::<_, Q8_0, $mr>($token, w, x, out)
+            unsafe fn tiles_q8_0(w: TiledRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+                quant_tiles::tiles::<_, Q8_0, $mr>($token, w, x, out, buf)
             }
             $(#[$attr])*
-            unsafe fn tiles_q4_0(w: TiledRows, x: Acts, out: &TaskOut) {
-                quant_tiles::tiles::<_, Q4_0, $mr>($token, w, x, out)
+            unsafe fn tiles_q4_0(w: TiledRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+                quant_tiles::tiles::<_, Q4_0, $mr>($token, w, x, out, buf)
             }
             $(#[$attr])*
-            unsafe fn tiles_q4_1(w: TiledRows, x: Acts, out: &TaskOut) {
-                quant_tiles::tiles::<_, Q4_1, $mr>($token, w, x, out)
+            unsafe fn tiles_q4_1(w: TiledRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+                quant_tiles::tiles::<_, Q4_1, $mr>($token, w, x, out, buf)
             }
             $(#[$attr])*
             unsafe fn attend_f32(kv: &KvSpan, rows: &mut AttnRows) {

@@ -23,12 +23,12 @@ use crate::quant::float::f16_le;
 /// Reusable storage for one packed panel; grows to the largest `k` seen, then stays.
 #[derive(Default, Debug)]
 pub(crate) struct PanelBuf {
-    /// (k / 32, 8, LANES, 4)
-    bytes: Vec<u8>,
-    /// (k / 32, LANES)
-    d: Vec<f32>,
-    /// (k / 32, LANES)
-    m: Vec<f32>,
+    /// (k / 32, 8, LANES, 4); an unpacked tile (`quant_tiles::unpack`): (k / 32, 8, TILE, 4)
+    pub(super) bytes: Vec<u8>,
+    /// (k / 32, LANES), or (k / 32, TILE)
+    pub(super) d: Vec<f32>,
+    /// (k / 32, LANES), or (k / 32, TILE)
+    pub(super) m: Vec<f32>,
     /// (k, LANES): a float-weight panel
     floats: Vec<f32>,
 }

@@ -13,7 +13,8 @@
 //! packed-panel kernel's (`quant_panel`), operation for operation: the two give identical bits.
 
 use super::formats::QuantFormat;
-use super::{Acts, BlockScales, TaskOut, TiledRows};
+use super::quant_panel::PanelBuf;
+use super::{Acts, BlockScales, TaskOut, TiledRows, grow};
 use crate::backend::cpu::simd::{Simd, head};
 use crate::matmul::tiled::TILE;
 use crate::quant::QK;
@@ -119,12 +120,128 @@ fn micro<S: Simd, Q: QuantFormat, const MR: usize>(s: S, w: TiledRows, t: usize,
     }
 }
 
+/// Activation rows from which a 4-bit product unpacks each tile first (on `UNPACK_TILES`
+/// levels): below it the unpacking, one pass over the tile, costs more than it saves.
+pub(crate) const UNPACK_MIN_M: usize = 16;
+
+/// Activation rows per unpacked micro-tile.
+const UNPACKED_MR: usize = 2;
+
+/// Unpacks tile `t` of a 4-bit format into `buf`: for each block `b`, value word `j < 8` of row
+/// `r` at `bytes[((b · 8 + j) · TILE + r) · 4 ..]` holds the row's elements `4j .. 4j + 4`, one
+/// byte each (`0..=15`), and its scale and min as f32 at `d[b · TILE + r]`, `m[b · TILE + r]`.
+#[inline(always)]
+fn unpack<S: Simd, Q: QuantFormat>(s: S, w: TiledRows, t: usize, buf: &mut PanelBuf) {
+    let (lanes, nb) = (S::LANES, w.k / QK);
+    let vb = TILE * QK / 2;
+    let rb = vb + if Q::HAS_MIN { 4 } else { 2 } * TILE;
+    let tile = &w.tile(t)[..nb * rb];
+    let bytes = grow(&mut buf.bytes, nb * QK * TILE);
+    let d = grow(&mut buf.d, nb * TILE);
+    let m = grow(&mut buf.m, nb * TILE);
+    let mask = s.isplat(0x0f0f_0f0f);
+    for (b, wb) in tile.chunks_exact(rb).enumerate() {
+        let out = &mut bytes[b * QK * TILE..(b + 1) * QK * TILE];
+        for h in 0..TILE / lanes {
+            for j in 0..QK / 8 {
+                // Word j's low nibbles are elements 4j.., its high nibbles 16 + 4j.. (word 4 + j).
+                let v = s.iload(&wb[(j * TILE + h * lanes) * 4..]);
+                s.istore(s.iand(v, mask), &mut out[(j * TILE + h * lanes) * 4..]);
+                s.istore(s.iand(s.ishr(v, 4), mask), &mut out[((QK / 8 + j) * TILE + h * lanes) * 4..]);
+            }
+            s.store(s.load_f16(&wb[vb + h * lanes * 2..]), &mut d[b * TILE + h * lanes..]);
+            if Q::HAS_MIN {
+                s.store(s.load_f16(&wb[vb + (TILE + h * lanes) * 2..]), &mut m[b * TILE + h * lanes..]);
+            }
+        }
+    }
+}
+
+/// [`micro`] over an unpacked tile (`unpack`), all its rows in one pass: each activation
+/// broadcast feeds every `LANES`-row part of the tile (on AVX2, one broadcast per two
+/// `vpmaddubsw` instead of one each), and no nibble is masked in the loop. The integer sums
+/// and the float epilogue are `micro`'s, operation for operation: the same bits.
+#[inline(always)]
+#[allow(clippy::needless_range_loop, reason = "plain indexed loops over register arrays")]
+fn micro_unpacked<S: Simd, Q: QuantFormat, const MR: usize>(s: S, buf: &PanelBuf, nb: usize, x: Acts, r0: usize, c0: usize, width: usize, out: &TaskOut) {
+    const PARTS: usize = 2;
+    let (lanes, parts) = (S::LANES, TILE / S::LANES);
+    assert!(parts <= PARTS, "a tile is at most two vectors of rows");
+    let (values, dw_all, mw_all) = (&buf.bytes[..nb * QK * TILE], &buf.d[..nb * TILE], &buf.m[..nb * TILE]);
+    let mut xq: [&[i8]; MR] = [&[]; MR];
+    for i in 0..MR {
+        xq[i] = &x.qrow(r0 + i).qs[..nb * QK];
+    }
+    let mut acc = [[s.zero(); PARTS]; MR];
+    for b in 0..nb {
+        let wb: &[u8; QK * TILE] = head(&values[b * QK * TILE..]);
+        let mut xb: [&[i8; QK]; MR] = [&[0; QK]; MR];
+        for i in 0..MR {
+            xb[i] = head(&xq[i][b * QK..]);
+        }
+        let scales: &[BlockScales; MR] = head(&x.by_block[b * x.m + r0..]);
+        let mut dots = [[s.izero(); PARTS]; MR];
+        for j in 0..QK / 4 {
+            let mut v = [s.izero(); PARTS];
+            for g in 0..parts {
+                v[g] = s.iload(&wb[(j * TILE + g * lanes) * 4..]);
+            }
+            for i in 0..MR {
+                let xj = s.isplat4(&xb[i][4 * j..]);
+                for g in 0..parts {
+                    dots[i][g] = s.nib_dot(dots[i][g], v[g], xj);
+                }
+            }
+        }
+        for g in 0..parts {
+            let dw = s.load(&dw_all[b * TILE + g * lanes..]);
+            let mw = if Q::HAS_MIN { s.load(&mw_all[b * TILE + g * lanes..]) } else { s.zero() };
+            for i in 0..MR {
+                let mut dot = s.nib_sum(dots[i][g]);
+                if Q::OFFSET != 0 {
+                    dot = s.isub(dot, s.isplat(Q::OFFSET * scales[i].sum));
+                }
+                acc[i][g] = s.mul_add(s.to_f32(dot), s.mul(dw, s.splat(scales[i].d)), acc[i][g]);
+                if Q::HAS_MIN {
+                    acc[i][g] = s.mul_add(mw, s.splat(scales[i].dsum), acc[i][g]);
+                }
+            }
+        }
+    }
+    let mut lane_vals = [0f32; 16];
+    for g in 0..parts {
+        let start = g * lanes;
+        if start >= width {
+            break;
+        }
+        let cols = c0 + start..c0 + (start + lanes).min(width);
+        for (i, a) in acc.iter().enumerate() {
+            s.store(a[g], &mut lane_vals);
+            out.write(r0 + i, cols.start, &lane_vals[..cols.len()]);
+        }
+    }
+}
+
 /// `y[r][c] = x[r] · w[c]` for every row `r` and this task's columns, which start on a tile.
 #[inline(always)]
-pub(crate) fn tiles<S: Simd, Q: QuantFormat, const MR: usize>(s: S, w: TiledRows, x: Acts, out: &TaskOut) {
+pub(crate) fn tiles<S: Simd, Q: QuantFormat, const MR: usize>(s: S, w: TiledRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
     let cols = out.cols();
     assert!(cols.start.is_multiple_of(TILE), "tiled tasks start on a tile");
     for t in cols.start / TILE..cols.end.div_ceil(TILE) {
+        if S::UNPACK_TILES && Q::BITS == 4 && x.m >= UNPACK_MIN_M {
+            unpack::<S, Q>(s, w, t, buf);
+            let (nb, c0) = (w.k / QK, t * TILE);
+            let width = TILE.min(cols.end - c0);
+            let mut r0 = 0;
+            while r0 + UNPACKED_MR <= x.m {
+                micro_unpacked::<S, Q, UNPACKED_MR>(s, buf, nb, x, r0, c0, width, out);
+                r0 += UNPACKED_MR;
+            }
+            for r in r0..x.m {
+                micro_unpacked::<S, Q, 1>(s, buf, nb, x, r, c0, width, out);
+            }
+            continue;
+        }
         let mut r0 = 0;
         while r0 + MR <= x.m {
             micro::<S, Q, MR>(s, w, t, x, r0, out);

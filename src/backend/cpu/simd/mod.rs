@@ -102,6 +102,11 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     /// `dot_u8` is an 8-instruction emulation and `dot_i8` is 4 (`vpsignb` twice, `vpmaddubsw`,
     /// `vpmaddwd`) plus the add, each `vpsignb` of a weight word shared by every activation row.
     const DOT_SIGNED_Q8: bool;
+    /// Whether the tiled 4-bit product unpacks each tile's nibbles into bytes once per task when
+    /// `m` is large (`quant_tiles::unpack`), so that every activation broadcast feeds all the
+    /// tile's rows instead of one `LANES`-row half. True where a tile is two halves and the
+    /// shuffle/broadcast ports, not the multipliers, limit the loop (AVX2, measured).
+    const UNPACK_TILES: bool;
     /// Nibble products, summed narrow: `acc + a·b` in this level's running form, for `a` in
     /// `0..=15` and `b` in `-127..=127`. Start from `izero()`; after at most 8 calls,
     /// `nib_sum` gives each lane the sum of its `4 · calls` products. Without VNNI the running

@@ -178,6 +178,7 @@ impl Simd for Portable {
         i32x8::new(Scalar.dot_i8(arr(acc), arr(a), arr(b)))
     }
     const DOT_SIGNED_Q8: bool = false;
+    const UNPACK_TILES: bool = false;
     #[inline(always)]
     fn nib_dot(self, acc: i32x8, a: i32x8, b: i32x8) -> i32x8 {
         self.dot_u7(acc, a, b)

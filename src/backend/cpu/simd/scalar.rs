@@ -196,6 +196,7 @@ impl Simd for Scalar {
         })
     }
     const DOT_SIGNED_Q8: bool = false;
+    const UNPACK_TILES: bool = false;
     #[inline(always)]
     fn nib_dot(self, acc: I8, a: I8, b: I8) -> I8 {
         self.dot_u7(acc, a, b)

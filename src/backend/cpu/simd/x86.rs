@@ -365,6 +365,7 @@ impl Simd for Avx2 {
         unsafe { ymm::dot_u7(acc, _mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a)) }
     }
     const DOT_SIGNED_Q8: bool = true;
+    const UNPACK_TILES: bool = true;
     #[inline(always)]
     fn nib_dot(self, acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: token ⇒ AVX2. Pair sums ≤ 2·15·127; the 16-bit running sum is exact for the
@@ -698,6 +699,8 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
     // one `vpdpbusd`; without it AVX2's trade likely holds too, but has not been measured on an
     // AVX-512 machine without VNNI, so that level's instructions are left unchanged.
     const DOT_SIGNED_Q8: bool = false;
+    // One half per tile already (16 lanes); unpacking would only save the nibble masks.
+    const UNPACK_TILES: bool = false;
     #[inline(always)]
     fn nib_dot(self, acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
         self.dot_u7(acc, a, b)
