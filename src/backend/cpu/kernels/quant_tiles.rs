@@ -21,6 +21,7 @@ use crate::quant::QK;
 
 /// `MR` activation rows from `r0` against tile `t`; writes the tile's columns that exist.
 #[inline(always)]
+#[allow(clippy::needless_range_loop, reason = "plain indexed loops over register arrays")]
 fn micro<S: Simd, Q: QuantFormat, const MR: usize>(s: S, w: TiledRows, t: usize, x: Acts, r0: usize, out: &TaskOut) {
     let lanes = S::LANES;
     let nb = w.k / QK;
@@ -163,6 +164,7 @@ fn unpack<S: Simd, Q: QuantFormat>(s: S, w: TiledRows, t: usize, buf: &mut Panel
 /// and the float epilogue are `micro`'s, operation for operation: the same bits.
 #[inline(always)]
 #[allow(clippy::needless_range_loop, reason = "plain indexed loops over register arrays")]
+#[allow(clippy::too_many_arguments, reason = "a micro-kernel's operands, each distinct")]
 fn micro_unpacked<S: Simd, Q: QuantFormat, const MR: usize>(s: S, buf: &PanelBuf, nb: usize, x: Acts, r0: usize, c0: usize, width: usize, out: &TaskOut) {
     const PARTS: usize = 2;
     let (lanes, parts) = (S::LANES, TILE / S::LANES);
