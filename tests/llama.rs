@@ -178,3 +178,51 @@ fn tiled_and_mapped_layouts_agree() {
         }
     }
 }
+
+/// A forward pass that fails half-way leaves the session as it was: the position, and what the
+/// next call computes. The failure is injected: one token's embedding row holds NaN scales, so
+/// its activations reach the first matmul as NaN, which refuses them — after the cache has
+/// taken the token's position.
+#[test]
+fn a_failed_forward_leaves_the_session_unchanged() {
+    use sparq::model::{Config, Gguf, synthetic_llama};
+    use sparq::{DType, Error};
+    let c = Config {
+        n_layers: 2,
+        dim: 64,
+        hidden_dim: 96,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        vocab_size: 50,
+        context_length: 32,
+        rope_base: 10_000.0,
+        norm_eps: 1e-5,
+    };
+    let mut bytes = synthetic_llama(&c, DType::Q4_1, DType::Q8_0, 11).unwrap();
+    const POISONED: usize = 7;
+    let embd = Gguf::from_bytes(bytes.clone()).unwrap().tensor_info("token_embd.weight").unwrap().offset;
+    let row_bytes = DType::Q8_0.bytes_for(c.dim).unwrap();
+    for block in 0..c.dim / 32 {
+        // Each Q8_0 block starts with its f16 scale; 0x7e00 is an f16 NaN.
+        let at = embd + POISONED * row_bytes + block * 34;
+        bytes[at..at + 2].copy_from_slice(&0x7e00u16.to_le_bytes());
+    }
+    let model = Llama::from_gguf(Gguf::from_bytes(bytes).unwrap(), WeightLayout::Tiled).unwrap();
+    let cpu = Cpu::new(2).unwrap();
+    let (prompt, next) = ([1u32, 2, 3, 4], 9u32);
+    let mut clean = Session::new(&model, &cpu, 32, KvDtype::F16).unwrap();
+    clean.forward(&prompt, false).unwrap();
+    // The tied LM head's poisoned row makes that one logit NaN: compare bits.
+    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let want = bits(clean.forward(&[next], false).unwrap());
+
+    let mut s = Session::new(&model, &cpu, 32, KvDtype::F16).unwrap();
+    s.forward(&prompt, false).unwrap();
+    for bad in [&[POISONED as u32][..], &[5, POISONED as u32, 6]] {
+        let err = s.forward(bad, false).unwrap_err();
+        assert!(matches!(err, Error::NonFinite { op: "matmul_many" }), "{err}");
+        assert_eq!(s.pos(), prompt.len(), "the failed call's positions are given back");
+    }
+    assert_eq!(bits(s.forward(&[next], false).unwrap()), want, "the next call computes what it would have");
+}

@@ -310,7 +310,7 @@ impl<'m> Session<'m> {
         if pos0 + m > self.cache.config().max_seq_len {
             return Err(Error::Model(format!("{} tokens would pass this session's context of {} tokens ({pos0} used)", m, self.cache.config().max_seq_len)));
         }
-        let (dim, kv_dim, hd) = (c.dim, c.n_kv_heads * c.head_dim, c.head_dim);
+        let (dim, kv_dim) = (c.dim, c.n_kv_heads * c.head_dim);
         for (buf, len) in [
             (&mut self.x, m * dim),
             (&mut self.xb, m * dim),
@@ -329,7 +329,23 @@ impl<'m> Session<'m> {
             let row = &embd[tok as usize * row_bytes..][..row_bytes];
             quant::dequantize(model.token_embd.dtype, row, &mut self.x[t * dim..(t + 1) * dim])?;
         }
+        // The positions are taken before the layers run (each layer writes its K and V there)
+        // and given back if any step fails, so that an error leaves the session as it was.
         self.cache.append(self.seq, m)?;
+        match self.layers_and_head(m, pos0, all_logits) {
+            Ok(()) => Ok(&self.logits),
+            Err(e) => {
+                self.cache.truncate(self.seq, pos0)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The blocks and the LM head over the `m` embedded rows in `self.x`, at positions `pos0..`
+    /// (already appended to the cache).
+    fn layers_and_head(&mut self, m: usize, pos0: usize, all_logits: bool) -> Result<()> {
+        let (model, c) = (self.model, &self.model.config);
+        let (dim, hd) = (c.dim, c.head_dim);
         let params = AttnParams::new(c.n_heads, c.n_kv_heads, hd);
         let (cpu, s) = (self.cpu, &mut self.scratch);
         for (l, layer) in model.layers.iter().enumerate() {
@@ -359,6 +375,6 @@ impl<'m> Session<'m> {
         rms_norm(&self.x[rows.start * dim..rows.end * dim], &model.output_norm, c.norm_eps, &mut self.xb[..n * dim])?;
         self.logits.resize(n * c.vocab_size, 0.0);
         cpu.matmul(&model.weights(&model.output), &self.xb[..n * dim], n, &mut self.logits, s)?;
-        Ok(&self.logits)
+        Ok(())
     }
 }
