@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{GgufTokenizer, find_model};
+use common::{GgufTokenizer, complete, find_model};
 use sparq::model::{Llama, Sampler, SamplerConfig, Session};
 use sparq::{Cpu, KvDtype};
 use std::io::Write;
@@ -29,10 +29,15 @@ USAGE: cargo run --release --example generate -- --prompt TEXT [OPTIONS]
   --ignore-eos           keep generating past the end-of-sequence token
   --ctx N                context size in tokens (default: the model's, at most 4096)
   --threads N            worker threads (default: all cores)
-  --temperature T        0 = greedy (default 0)
-  --top-k K              (default 40)      --top-p P          (default 0.95)
-  --repeat-penalty R     (default 1.0 = off)
-  --seed S               sampling seed (default 0)
+Sampling (llama.cpp's llama-cli defaults: penalty, top-k, top-p, min-p, then temperature):
+  --greedy               always the most likely token (the same as --temperature 0)
+  --temperature T        (default 0.8; 0 = greedy)
+  --top-k K              (default 40; 0 = off)  --top-p P    (default 0.95; 1 = off)
+  --min-p P              (default 0.05; 0 = off)
+  --repeat-penalty R     (default 1.0 = off; over the last 64 tokens)
+  --seed S               sampling seed (default: a fresh one each run, printed with the stats)
+
+Other:
   --kv f32|f16|i8        KV-cache storage (default f16, as llama.cpp)
   --device auto|cpu|cuda auto = a usable GPU, else the CPU (CUDA kernels are not built yet)
   --json                 print one JSON object instead of streaming text
@@ -49,6 +54,8 @@ struct Args {
     ctx: Option<usize>,
     threads: usize,
     sampler: SamplerConfig,
+    /// `--seed`, if given: otherwise each run draws one (and prints it).
+    seed: Option<u64>,
     kv: KvDtype,
     device: String,
     json: bool,
@@ -65,7 +72,8 @@ fn parse_args() -> Result<Args, String> {
         ignore_eos: false,
         ctx: None,
         threads: 0,
-        sampler: SamplerConfig::default(),
+        sampler: SamplerConfig::chat(0),
+        seed: None,
         kv: KvDtype::F16,
         device: "auto".into(),
         json: false,
@@ -90,11 +98,13 @@ fn parse_args() -> Result<Args, String> {
             "--ignore-eos" => a.ignore_eos = true,
             "--ctx" => a.ctx = Some(num(&flag, value()?)?),
             "--threads" | "-t" => a.threads = num(&flag, value()?)?,
+            "--greedy" => a.sampler.temperature = 0.0,
             "--temperature" | "--temp" => a.sampler.temperature = num(&flag, value()?)?,
+            "--min-p" => a.sampler.min_p = num(&flag, value()?)?,
             "--top-k" => a.sampler.top_k = num(&flag, value()?)?,
             "--top-p" => a.sampler.top_p = num(&flag, value()?)?,
             "--repeat-penalty" => a.sampler.repeat_penalty = num(&flag, value()?)?,
-            "--seed" => a.sampler.seed = num(&flag, value()?)?,
+            "--seed" => a.seed = Some(num(&flag, value()?)?),
             "--kv" => a.kv = value()?.parse().map_err(|e: sparq::Error| e.to_string())?,
             "--device" => a.device = value()?,
             "--json" => a.json = true,
@@ -114,6 +124,11 @@ fn parse_args() -> Result<Args, String> {
     if !["auto", "cpu", "cuda"].contains(&a.device.as_str()) {
         return Err(format!("--device {:?}: expected auto, cpu or cuda", a.device));
     }
+    a.sampler.seed = a.seed.unwrap_or_else(|| {
+        // A fresh seed per run, as llama-cli: the clock's nanoseconds, mixed.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        (t ^ (u64::from(std::process::id()) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16
+    });
     Ok(a)
 }
 
@@ -158,25 +173,15 @@ fn run() -> Result<(), String> {
     let mut session = Session::new(&model, &cpu, ctx, args.kv).map_err(|e| e.to_string())?;
     let mut sampler = Sampler::new(args.sampler).map_err(|e| e.to_string())?;
 
-    // Timing starts with the prompt's ids ready.
+    // Timing starts with the prompt's ids ready; the first token's time is the prefill's.
     let t0 = Instant::now();
-    let mut history = prompt_ids.clone();
-    let mut generated = Vec::new();
-    let mut logits = session.forward(&prompt_ids, false).map_err(|e| e.to_string())?.to_vec();
-    let (mut ttft, mut printed) = (0.0, 0usize);
+    let (mut ttft, mut printed) = (None, 0usize);
     let mut out = std::io::stdout().lock();
-    while generated.len() < args.max_tokens {
-        let tok = sampler.sample(&logits, &history).map_err(|e| e.to_string())?;
-        if generated.is_empty() {
-            ttft = t0.elapsed().as_secs_f64();
-        }
-        if tok == tokenizer.eos && !args.ignore_eos {
-            break;
-        }
-        generated.push(tok);
-        history.push(tok);
+    let eos = (!args.ignore_eos).then_some(tokenizer.eos);
+    let generated = complete(&mut session, &mut sampler, &prompt_ids, args.max_tokens, eos, |so_far| {
+        ttft.get_or_insert_with(|| t0.elapsed().as_secs_f64());
         if !args.json {
-            let text = tokenizer.decode(&generated)?;
+            let text = tokenizer.decode(so_far)?;
             // Print only whole characters (a byte-level token may end mid-character).
             if !text.ends_with('\u{FFFD}') && text.len() > printed {
                 let _ = write!(out, "{}", &text[printed..]);
@@ -184,12 +189,10 @@ fn run() -> Result<(), String> {
                 printed = text.len();
             }
         }
-        if generated.len() == args.max_tokens {
-            break;
-        }
-        logits.copy_from_slice(session.forward(&[tok], false).map_err(|e| e.to_string())?);
-    }
+        Ok(())
+    })?;
     let total = t0.elapsed().as_secs_f64();
+    let ttft = ttft.unwrap_or(total);
     let text = tokenizer.decode(&generated)?;
     let prefill_tok_s = prompt_ids.len() as f64 / ttft.max(1e-9);
     let decode_tok_s = if generated.len() > 1 { (generated.len() - 1) as f64 / (total - ttft).max(1e-9) } else { 0.0 };
@@ -207,17 +210,19 @@ fn run() -> Result<(), String> {
             "isa": cpu.isa().name(),
             "device": "cpu",
             "kv": format!("{:?}", args.kv).to_lowercase(),
+            "sampler": sampling(&args.sampler),
             "model": path.display().to_string(),
         });
         println!("{j}");
     } else {
         let _ = writeln!(out, "{}", &text[printed.min(text.len())..]);
         eprintln!(
-            "\n[{} | {} threads | {}] load {load_ms:.1} ms · prompt {} tok · ttft {:.1} ms · prefill {prefill_tok_s:.0} tok/s · \
+            "\n[{} | {} threads | {} | {}] load {load_ms:.1} ms · prompt {} tok · ttft {:.1} ms · prefill {prefill_tok_s:.0} tok/s · \
              decode {decode_tok_s:.0} tok/s ({} tok) · total {:.1} ms",
             path.file_name().and_then(|f| f.to_str()).unwrap_or("model"),
             cpu.threads(),
             cpu.isa(),
+            sampling(&args.sampler),
             prompt_ids.len(),
             ttft * 1e3,
             generated.len(),
@@ -225,4 +230,16 @@ fn run() -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The sampling settings in one line (what reproduces a run).
+fn sampling(c: &SamplerConfig) -> String {
+    if c.temperature == 0.0 {
+        return if c.repeat_penalty == 1.0 { "greedy".into() } else { format!("greedy, repeat-penalty {}", c.repeat_penalty) };
+    }
+    let mut s = format!("temp {} top-k {} top-p {} min-p {}", c.temperature, c.top_k, c.top_p, c.min_p);
+    if c.repeat_penalty != 1.0 {
+        s += &format!(" repeat-penalty {}", c.repeat_penalty);
+    }
+    s + &format!(" seed {}", c.seed)
 }

@@ -52,7 +52,7 @@ def llama_query(llm, ids, gen):
 
 def sparq_query(binary, model, ids, gen, threads):
     cmd = [binary, "--model", model, "--prompt-ids", ",".join(map(str, ids)), "--max-tokens", str(gen), "--ignore-eos",
-           "--threads", str(threads), "--json"]
+           "--greedy", "--threads", str(threads), "--json"]
     j = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     return {"prefill_s": j["ttft_ms"] / 1e3, "decode_s": (j["total_ms"] - j["ttft_ms"]) / 1e3, "ids": j["generated_ids"]}
 

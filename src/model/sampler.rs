@@ -1,9 +1,14 @@
-//! Choosing the next token from logits: greedy, or temperature with top-k / top-p filtering,
-//! with an optional repetition penalty; seeded and reproducible.
+//! Choosing the next token from logits: greedy, or llama.cpp's sampler chain — repetition
+//! penalty, top-k, top-p, min-p, then temperature — seeded and reproducible.
 
 use crate::{Error, Result};
 
 /// How to sample. `temperature == 0` is greedy (arg-max; ties go to the lowest id).
+///
+/// Otherwise the filters run in llama.cpp's order on the penalized logits' probabilities at
+/// temperature 1 — top-k, then top-p, then min-p — and the temperature then reshapes the
+/// survivors before the draw. [`SamplerConfig::default`] is greedy (deterministic, for tests
+/// and benchmarks); [`SamplerConfig::chat`] is what a chat tool wants.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplerConfig {
     pub temperature: f32,
@@ -11,6 +16,8 @@ pub struct SamplerConfig {
     pub top_k: usize,
     /// Keep the smallest set of most likely tokens whose probability reaches `top_p` (1 = all).
     pub top_p: f32,
+    /// Keep only tokens at least `min_p` times as likely as the most likely one (0 = all).
+    pub min_p: f32,
     /// llama.cpp's rule: logits of tokens seen in the last `repeat_window` are divided by the
     /// penalty when positive, multiplied when negative (1 = off).
     pub repeat_penalty: f32,
@@ -19,8 +26,22 @@ pub struct SamplerConfig {
 }
 
 impl Default for SamplerConfig {
+    /// Greedy.
     fn default() -> Self {
-        SamplerConfig { temperature: 0.0, top_k: 40, top_p: 0.95, repeat_penalty: 1.0, repeat_window: 64, seed: 0 }
+        SamplerConfig { temperature: 0.0, top_k: 40, top_p: 0.95, min_p: 0.0, repeat_penalty: 1.0, repeat_window: 64, seed: 0 }
+    }
+}
+
+impl SamplerConfig {
+    /// Greedy decoding (the arg-max at every step): [`SamplerConfig::default`].
+    pub fn greedy() -> Self {
+        Self::default()
+    }
+
+    /// llama.cpp's `llama-cli` defaults: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05,
+    /// no repetition penalty (window 64 when one is set), with the given seed.
+    pub fn chat(seed: u64) -> Self {
+        SamplerConfig { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_window: 64, seed }
     }
 }
 
@@ -39,10 +60,12 @@ impl Sampler {
         let c = &config;
         if !(c.temperature >= 0.0 && c.temperature.is_finite())
             || !(c.top_p > 0.0 && c.top_p <= 1.0)
+            || !(c.min_p >= 0.0 && c.min_p <= 1.0)
             || !(c.repeat_penalty > 0.0 && c.repeat_penalty.is_finite())
         {
             return Err(Error::Invalid {
-                what: "sampler", detail: format!("temperature ≥ 0, 0 < top_p ≤ 1 and repeat_penalty > 0 are required: {config:?}")
+                what: "sampler",
+                detail: format!("temperature ≥ 0, 0 < top_p ≤ 1, 0 ≤ min_p ≤ 1 and repeat_penalty > 0 are required: {config:?}"),
             });
         }
         Ok(Sampler { config, state: config.seed ^ 0x9E37_79B9_7F4A_7C15, candidates: Vec::new() })
@@ -85,22 +108,37 @@ impl Sampler {
         if c.top_k > 0 {
             cands.truncate(c.top_k);
         }
+        // Probabilities at temperature 1 (unnormalized: relative to the best), for the filters.
         let max = cands[0].1;
+        if !max.is_finite() {
+            // An infinite best logit (or only −∞ ones): nothing else can be weighed against it.
+            return Ok(cands[0].0);
+        }
         let mut total = 0.0;
         for x in cands.iter_mut() {
-            x.1 = ((x.1 - max) / c.temperature).exp();
-            total += x.1;
+            x.1 -= max;
+            total += x.1.exp();
         }
         let mut kept = 0.0;
         let mut keep = cands.len();
         for (i, x) in cands.iter().enumerate() {
-            kept += x.1 / total;
+            kept += x.1.exp() / total;
             if kept >= c.top_p {
                 keep = i + 1;
                 break;
             }
         }
         cands.truncate(keep);
+        if c.min_p > 0.0 {
+            // p / p_max = exp(logit − max) ≥ min_p; the best token always stays.
+            let floor = c.min_p.ln();
+            let keep = cands.iter().position(|x| x.1 < floor).unwrap_or(cands.len()).max(1);
+            cands.truncate(keep);
+        }
+        // The temperature reshapes the survivors.
+        for x in cands.iter_mut() {
+            x.1 = (x.1 / c.temperature).exp();
+        }
         let total: f32 = cands.iter().map(|x| x.1).sum();
         let mut r = u * total;
         for x in cands.iter() {
