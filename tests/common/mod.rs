@@ -6,11 +6,17 @@ use sparq::matmul::reference::{RefOutput, f32_error_bound, matmul_f64, matmul_q8
 use sparq::{Cpu, DType, Isa, Scratch, Weights, quant};
 use std::sync::OnceLock;
 
-/// Every supported level with 1, 2 and 3 threads (3 > cores here: uneven splits and more tasks
+/// Every level the tests may use (`Isa::allowed`: supported, up to `SPARQ_MAX_ISA`) with 1, 2 and 3 threads (3 > cores here: uneven splits and more tasks
 /// than cores are part of what is tested).
 pub fn cpus() -> &'static [Cpu] {
     static CPUS: OnceLock<Vec<Cpu>> = OnceLock::new();
-    CPUS.get_or_init(|| Isa::available().into_iter().flat_map(|isa| (1..=3).map(move |t| Cpu::with_isa(isa, t).expect("supported level"))).collect())
+    CPUS.get_or_init(|| {
+        Isa::allowed()
+            .expect("SPARQ_MAX_ISA names a level")
+            .into_iter()
+            .flat_map(|isa| (1..=3).map(move |t| Cpu::with_isa(isa, t).expect("supported level")))
+            .collect()
+    })
 }
 
 /// Deterministic values uniform in ±`scale`, for fixed-size tests outside proptest.

@@ -66,6 +66,19 @@ impl Isa {
         Isa::ALL.into_iter().filter(|i| i.is_supported()).collect()
     }
 
+    /// The supported levels up to the `SPARQ_MAX_ISA` cap (all of them when it is unset): the
+    /// levels the test suites exercise, so that `SPARQ_MAX_ISA=scalar cargo test` runs the
+    /// scalar level alone. Errors as [`Isa::selected`] if the variable names no level.
+    pub fn allowed() -> Result<Vec<Isa>> {
+        Ok(Isa::up_to(env_isa("SPARQ_MAX_ISA")?))
+    }
+
+    /// [`Isa::allowed`]'s rule with an explicit cap.
+    pub fn up_to(cap: Option<Isa>) -> Vec<Isa> {
+        let cap = cap.unwrap_or(Isa::Avx512Vnni);
+        Isa::available().into_iter().filter(|i| *i <= cap).collect()
+    }
+
     /// The most capable supported level, ignoring the environment.
     pub fn best() -> Isa {
         Isa::available().into_iter().max().unwrap_or(Isa::Scalar)
