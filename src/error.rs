@@ -43,3 +43,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) fn shape_err<T>(op: &'static str, detail: impl Into<String>) -> Result<T> {
     Err(Error::Shape { op, detail: detail.into() })
 }
+
+/// [`Error::NonFinite`] naming `op` unless every value of every slice is finite. A fold over
+/// each slice, not a short-circuiting `all`: it vectorizes (the `all` was most of a prefill's
+/// KV-cache writes).
+pub(crate) fn check_finite(op: &'static str, xs: &[&[f32]]) -> Result<()> {
+    let finite = |x: &[f32]| x.iter().fold(true, |ok, v| ok & v.is_finite());
+    if xs.iter().fold(true, |ok, x| ok & finite(x)) { Ok(()) } else { Err(Error::NonFinite { op }) }
+}

@@ -7,7 +7,7 @@ mod common;
 use common::{cpus, values};
 use proptest::prelude::*;
 use sparq::attention::reference::{RefAttention, attention_f64, f32_error_bound, int8_error_bound, int8_kernel_error_bound};
-use sparq::{AttnParams, AttnScratch, KvCache, KvCacheConfig, KvDtype, SeqId};
+use sparq::{AttnParams, AttnScratch, Error, KvCache, KvCacheConfig, KvDtype, SeqId};
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -222,9 +222,15 @@ fn attention_refuses_bad_arguments() {
     let width = p.n_heads * p.head_dim;
     let mut out = vec![0f32; width * 6];
     // more queries than tokens
-    assert!(cpu.attention_prefill(&cache, 1, seqs[0], &vec![0.0; width * 6], &mut out, &p, &mut s).is_err());
+    assert!(matches!(
+        cpu.attention_prefill(&cache, 1, seqs[0], &vec![0.0; width * 6], &mut out, &p, &mut s),
+        Err(Error::Shape { op: "attention_prefill", .. })
+    ));
     // wrong output size
-    assert!(cpu.attention_prefill(&cache, 1, seqs[0], &vec![0.0; width], &mut out[..width - 1], &p, &mut s).is_err());
+    assert!(matches!(
+        cpu.attention_prefill(&cache, 1, seqs[0], &vec![0.0; width], &mut out[..width - 1], &p, &mut s),
+        Err(Error::Shape { op: "attention_prefill", .. })
+    ));
     // geometry disagreeing with the cache, bad GQA ratio, bad window / softcap
     for bad in [
         AttnParams { head_dim: 32, ..p },
@@ -233,15 +239,24 @@ fn attention_refuses_bad_arguments() {
         AttnParams { softcap: Some(-1.0), ..p },
         AttnParams { scale: f32::NAN, ..p },
     ] {
-        assert!(cpu.attention_prefill(&cache, 1, seqs[0], &vec![0.0; width], &mut out[..width], &bad, &mut s).is_err(), "{bad:?}");
+        assert!(
+            matches!(
+                cpu.attention_prefill(&cache, 1, seqs[0], &vec![0.0; width], &mut out[..width], &bad, &mut s),
+                Err(Error::Invalid { what: "attention_prefill", .. })
+            ),
+            "{bad:?}"
+        );
     }
     // NaN queries, unknown layer, freed sequence, empty sequence
     let mut nan_q = vec![0.0; width];
     nan_q[3] = f32::NAN;
-    assert!(cpu.attention_decode(&cache, 1, &seqs, &nan_q, &mut out[..width], &p, &mut s).is_err());
-    assert!(cpu.attention_decode(&cache, 2, &seqs, &vec![0.0; width], &mut out[..width], &p, &mut s).is_err());
+    assert!(matches!(cpu.attention_decode(&cache, 1, &seqs, &nan_q, &mut out[..width], &p, &mut s), Err(Error::NonFinite { op: "attention_decode" })));
+    assert!(matches!(cpu.attention_decode(&cache, 2, &seqs, &vec![0.0; width], &mut out[..width], &p, &mut s), Err(Error::Invalid { what: "KV cache", .. })));
     let empty = cache.new_sequence();
-    assert!(cpu.attention_decode(&cache, 1, &[empty], &vec![0.0; width], &mut out[..width], &p, &mut s).is_err());
+    assert!(matches!(
+        cpu.attention_decode(&cache, 1, &[empty], &vec![0.0; width], &mut out[..width], &p, &mut s),
+        Err(Error::Invalid { what: "attention_decode", .. })
+    ));
     cache.free(seqs[0]).unwrap();
-    assert!(cpu.attention_decode(&cache, 1, &seqs, &vec![0.0; width], &mut out[..width], &p, &mut s).is_err());
+    assert!(matches!(cpu.attention_decode(&cache, 1, &seqs, &vec![0.0; width], &mut out[..width], &p, &mut s), Err(Error::Invalid { what: "KV cache", .. })));
 }

@@ -2,6 +2,7 @@
 //! huge counts. Every outcome is `Ok` or an `Error` — never a panic, never a huge allocation.
 
 use proptest::prelude::*;
+use sparq::Error;
 use sparq::model::Gguf;
 
 /// A small valid GGUF v3: three metadata entries (one an array) and two tensors.
@@ -66,7 +67,7 @@ fn specific_refusals() {
     bad[i + 8] = b'w';
     assert!(Gguf::from_bytes(bad).unwrap_err().to_string().contains("duplicate"));
     // Missing file.
-    assert!(Gguf::open("/nonexistent/model.gguf").is_err());
+    assert!(matches!(Gguf::open("/nonexistent/model.gguf"), Err(Error::Io(_))));
 }
 
 proptest! {
@@ -75,7 +76,7 @@ proptest! {
     fn truncations_are_errors(len in 0usize..240) {
         let b = sample();
         prop_assume!(len < b.len());
-        prop_assert!(Gguf::from_bytes(b[..len].to_vec()).is_err());
+        prop_assert!(matches!(Gguf::from_bytes(b[..len].to_vec()), Err(Error::Gguf(_))));
     }
 
     #[test]
@@ -103,7 +104,7 @@ fn truncated_real_headers_are_errors() {
     let data_start = Gguf::from_bytes(bytes.clone()).unwrap().tensors().iter().map(|t| t.offset).min().unwrap();
     let mut len = 0;
     while len < data_start {
-        assert!(Gguf::from_bytes(bytes[..len].to_vec()).is_err(), "truncated at {len}");
+        assert!(matches!(Gguf::from_bytes(bytes[..len].to_vec()), Err(Error::Gguf(_))), "truncated at {len}");
         len += 1 + len / 3;
     }
 }
@@ -129,11 +130,11 @@ fn writer_round_trips_through_the_reader() {
     for (k, v) in &entries {
         w.metadata(k, v.clone()).unwrap();
     }
-    assert!(w.metadata("mixed", Value::Array(vec![Value::U8(1), Value::I8(1)])).is_err());
+    assert!(matches!(w.metadata("mixed", Value::Array(vec![Value::U8(1), Value::I8(1)])), Err(Error::Gguf(_))));
     let q = sparq::quant::quantize(DType::Q4_1, &[0.5f32; 64]).unwrap();
     w.tensor("t.q", &[32, 2], DType::Q4_1, q.clone()).unwrap();
     w.tensor("t.f", &[3], DType::F32, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]).unwrap();
-    assert!(w.tensor("t.bad", &[3], DType::F32, vec![0; 11]).is_err());
+    assert!(matches!(w.tensor("t.bad", &[3], DType::F32, vec![0; 11]), Err(Error::Gguf(_))));
     let g = Gguf::from_bytes(w.to_bytes()).unwrap();
     for (k, v) in &entries {
         assert_eq!(g.get(k).unwrap(), v, "{k}");

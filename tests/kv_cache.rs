@@ -2,7 +2,7 @@
 //! free never change what another sequence sees, and refused operations change nothing.
 
 use proptest::prelude::*;
-use sparq::{KvCache, KvCacheConfig, KvDtype, SeqId};
+use sparq::{Error, KvCache, KvCacheConfig, KvDtype, SeqId};
 
 const HEADS: usize = 2;
 const HD: usize = 3;
@@ -103,7 +103,8 @@ fn run(ops: &[Op], dtype: KvDtype, block_size: usize) -> Result<(), TestCaseErro
                     r.unwrap();
                     toks.truncate(keep);
                 } else {
-                    prop_assert!(r.is_err());
+                    let refused = matches!(r, Err(Error::Invalid { what: "KV cache", .. }));
+                    prop_assert!(refused, "truncate past the length: {:?}", r);
                 }
             }
             Op::Free { seq } => {
@@ -133,7 +134,8 @@ fn run(ops: &[Op], dtype: KvDtype, block_size: usize) -> Result<(), TestCaseErro
             }
         }
         for s in &dead {
-            prop_assert!(cache.len(*s).is_err() && cache.append(*s, 1).is_err() && cache.fork(*s).is_err());
+            let freed = |e: Error| matches!(e, Error::Invalid { what: "KV cache", ref detail } if detail.contains("unknown or freed"));
+            prop_assert!(freed(cache.len(*s).unwrap_err()) && freed(cache.append(*s, 1).unwrap_err()) && freed(cache.fork(*s).unwrap_err()));
         }
     }
     // Freeing everything returns every block.
@@ -159,28 +161,28 @@ proptest! {
 #[test]
 fn refusals_are_errors() {
     let cfg = KvCacheConfig { n_layers: 1, n_kv_heads: 1, head_dim: 4, block_size: 16, n_blocks: 2, max_seq_len: 40, dtype: KvDtype::F32 };
-    assert!(KvCache::new(KvCacheConfig { block_size: 8, ..cfg }).is_err());
-    assert!(KvCache::new(KvCacheConfig { head_dim: 0, ..cfg }).is_err());
-    assert!(KvCache::new(KvCacheConfig { head_dim: 513, dtype: KvDtype::I8, ..cfg }).is_err());
+    assert!(matches!(KvCache::new(KvCacheConfig { block_size: 8, ..cfg }), Err(Error::Invalid { what: "KV cache", .. })));
+    assert!(matches!(KvCache::new(KvCacheConfig { head_dim: 0, ..cfg }), Err(Error::Invalid { what: "KV cache", .. })));
+    assert!(matches!(KvCache::new(KvCacheConfig { head_dim: 513, dtype: KvDtype::I8, ..cfg }), Err(Error::Invalid { what: "KV cache", .. })));
     assert!(KvCache::new(KvCacheConfig { head_dim: 512, dtype: KvDtype::I8, ..cfg }).is_ok());
-    assert!(KvCache::new(KvCacheConfig { n_blocks: usize::MAX / 4, ..cfg }).is_err());
+    assert!(matches!(KvCache::new(KvCacheConfig { n_blocks: usize::MAX / 4, ..cfg }), Err(Error::Invalid { what: "KV cache", .. })));
     let mut c = KvCache::new_poisoned(cfg).unwrap();
     let s = c.new_sequence();
-    assert!(c.append(s, 41).is_err(), "past max_seq_len");
-    assert!(c.append(s, 33).is_err(), "out of blocks");
+    assert!(matches!(c.append(s, 41), Err(Error::Invalid { what: "KV cache", .. })), "past max_seq_len");
+    assert!(matches!(c.append(s, 33), Err(Error::Invalid { what: "KV cache", .. })), "out of blocks");
     assert_eq!(c.len(s).unwrap(), 0);
     c.append(s, 2).unwrap();
-    assert!(c.write(s, 0, 1, &[0.0; 8], &[0.0; 8]).is_err(), "write past the appended length");
-    assert!(c.write(s, 1, 0, &[0.0; 4], &[0.0; 4]).is_err(), "unknown layer");
-    assert!(c.write(s, 0, 0, &[0.0; 3], &[0.0; 3]).is_err(), "ragged rows");
-    assert!(c.write(s, 0, 0, &[f32::NAN; 4], &[0.0; 4]).is_err(), "NaN");
-    assert!(c.read(s, 0, 2).is_err());
-    assert!(c.truncate(s, 3).is_err());
+    assert!(matches!(c.write(s, 0, 1, &[0.0; 8], &[0.0; 8]), Err(Error::Invalid { what: "KV cache", .. })), "write past the appended length");
+    assert!(matches!(c.write(s, 1, 0, &[0.0; 4], &[0.0; 4]), Err(Error::Invalid { what: "KV cache", .. })), "unknown layer");
+    assert!(matches!(c.write(s, 0, 0, &[0.0; 3], &[0.0; 3]), Err(Error::Shape { op: "KvCache::write", .. })), "ragged rows");
+    assert!(matches!(c.write(s, 0, 0, &[f32::NAN; 4], &[0.0; 4]), Err(Error::NonFinite { op: "KvCache::write" })), "NaN");
+    assert!(matches!(c.read(s, 0, 2), Err(Error::Invalid { what: "KV cache", .. })));
+    assert!(matches!(c.truncate(s, 3), Err(Error::Invalid { what: "KV cache", .. })));
     let t = c.fork(s).unwrap();
     c.free(s).unwrap();
-    assert!(c.free(s).is_err(), "double free");
+    assert!(matches!(c.free(s), Err(Error::Invalid { what: "KV cache", .. })), "double free");
     assert_eq!(c.len(t).unwrap(), 2);
     let s2 = c.new_sequence();
     assert_ne!(s, s2, "a reused slot gets a new generation");
-    assert!(c.len(s).is_err());
+    assert!(matches!(c.len(s), Err(Error::Invalid { what: "KV cache", .. })));
 }

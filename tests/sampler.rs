@@ -1,5 +1,6 @@
 //! Sampling rules: greedy, top-k, top-p, temperature, repetition penalty, seeding, bad configs.
 
+use sparq::Error;
 use sparq::model::{Sampler, SamplerConfig};
 
 fn cfg(temperature: f32, top_k: usize, top_p: f32, seed: u64) -> SamplerConfig {
@@ -47,12 +48,12 @@ fn repetition_penalty_demotes_recent_tokens() {
 
 #[test]
 fn bad_configs_and_logits_are_errors() {
-    assert!(Sampler::new(cfg(-1.0, 0, 1.0, 0)).is_err());
-    assert!(Sampler::new(cfg(1.0, 0, 0.0, 0)).is_err());
-    assert!(Sampler::new(cfg(f32::NAN, 0, 1.0, 0)).is_err());
+    assert!(matches!(Sampler::new(cfg(-1.0, 0, 1.0, 0)), Err(Error::Invalid { what: "sampler", .. })));
+    assert!(matches!(Sampler::new(cfg(1.0, 0, 0.0, 0)), Err(Error::Invalid { what: "sampler", .. })));
+    assert!(matches!(Sampler::new(cfg(f32::NAN, 0, 1.0, 0)), Err(Error::Invalid { what: "sampler", .. })));
     let mut s = Sampler::new(cfg(1.0, 0, 1.0, 0)).unwrap();
-    assert!(s.sample(&[], &[]).is_err());
-    assert!(s.sample(&[1.0, f32::NAN], &[]).is_err());
+    assert!(matches!(s.sample(&[], &[]), Err(Error::Invalid { what: "logits", .. })));
+    assert!(matches!(s.sample(&[1.0, f32::NAN], &[]), Err(Error::Invalid { what: "logits", .. })));
 }
 
 #[test]
@@ -98,8 +99,8 @@ fn chat_defaults_are_llama_clis() {
     let c = SamplerConfig::chat(7);
     assert_eq!((c.temperature, c.top_k, c.top_p, c.min_p, c.repeat_penalty, c.seed), (0.8, 40, 0.95, 0.05, 1.0, 7));
     assert_eq!(SamplerConfig::greedy().temperature, 0.0);
-    assert!(Sampler::new(SamplerConfig { min_p: 1.5, ..c }).is_err());
-    assert!(Sampler::new(SamplerConfig { min_p: -0.1, ..c }).is_err());
+    assert!(matches!(Sampler::new(SamplerConfig { min_p: 1.5, ..c }), Err(Error::Invalid { what: "sampler", .. })));
+    assert!(matches!(Sampler::new(SamplerConfig { min_p: -0.1, ..c }), Err(Error::Invalid { what: "sampler", .. })));
     // An infinite logit wins outright instead of poisoning the weights with NaN.
     let mut s = Sampler::new(c).unwrap();
     assert_eq!(s.sample(&[0.0, f32::INFINITY, 1.0], &[]).unwrap(), 1);

@@ -15,7 +15,7 @@ pub mod reference;
 
 use crate::backend::cpu::kernels::attend::{AttnRows, KvSpan, MAX_GROUP_CHUNKS, chunk_blocks, query_scratch};
 use crate::backend::cpu::kernels::grow;
-use crate::error::shape_err;
+use crate::error::{check_finite, shape_err};
 use crate::kv_cache::{KvCache, SeqId, SeqView};
 use crate::{Cpu, Error, Result};
 
@@ -155,7 +155,7 @@ impl Cpu {
         if !q.len().is_multiple_of(row) || out.len() != q.len() || n_q > view.len {
             return shape_err(OP, format!("q ({}) and out ({}) must be (n_q ≤ {}, {} · {})", q.len(), out.len(), view.len, p.n_heads, p.head_dim));
         }
-        check_finite(OP, q)?;
+        check_finite(OP, &[q])?;
         let (g, hd, bs) = (p.n_heads / p.n_kv_heads, p.head_dim, view.layer.block_size);
         let first = view.len - n_q;
         let n_tasks = n_q.div_ceil(PREFILL_TILE) * p.n_kv_heads;
@@ -199,7 +199,7 @@ impl Cpu {
         if q.len() != seqs.len() * row || out.len() != q.len() {
             return shape_err(OP, format!("q ({}) and out ({}) must be ({} seqs, {row})", q.len(), out.len(), seqs.len()));
         }
-        check_finite(OP, q)?;
+        check_finite(OP, &[q])?;
         let views = seqs.iter().map(|&s| cache.view(s, layer)).collect::<Result<Vec<_>>>()?;
         if let Some(b) = views.iter().position(|v| v.len == 0) {
             return Err(Error::Invalid { what: OP, detail: format!("sequence {b} is empty: write its token first") });
@@ -272,10 +272,6 @@ impl Cpu {
 /// The inclusive key positions a query at `pos` sees.
 fn key_range(pos: usize, window: Option<usize>) -> (usize, usize) {
     (window.map_or(0, |w| (pos + 1).saturating_sub(w)), pos)
-}
-
-fn check_finite(op: &'static str, x: &[f32]) -> Result<()> {
-    if x.iter().fold(true, |ok, v| ok & v.is_finite()) { Ok(()) } else { Err(Error::NonFinite { op }) }
 }
 
 /// Combines every task's partial rows into `out` (out_rows, head_dim): log-sum-exp merge of

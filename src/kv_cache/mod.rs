@@ -19,6 +19,7 @@
 mod buffer;
 pub(crate) mod storage;
 
+use crate::error::check_finite;
 use crate::{Error, Result};
 pub use storage::KvDtype;
 use storage::Pool;
@@ -258,12 +259,7 @@ impl KvCache {
         if pos.checked_add(t).is_none_or(|end| end > len) {
             return invalid(format!("write of {t} tokens at {pos} past the sequence length {len} (append first)"));
         }
-        // A fold over each slice, not a short-circuiting `all` over their chain: this one
-        // vectorizes (the `all` was most of a prefill's cache writes).
-        let finite = |x: &[f32]| x.iter().fold(true, |ok, v| ok & v.is_finite());
-        if !(finite(k) && finite(v)) {
-            return Err(Error::NonFinite { op: "KvCache::write" });
-        }
+        check_finite("KvCache::write", &[k, v])?;
         let slot = seq.slot as usize;
         if t > 0 {
             let (first, last) = (pos / c.block_size, (pos + t - 1) / c.block_size);

@@ -15,7 +15,7 @@ use crate::backend::cpu::kernels::quant_panel::PanelBuf;
 use crate::backend::cpu::kernels::{Acts, BlockScales, Output, TiledRows, WeightRows, grow};
 use crate::backend::cpu::pool::WorkerPool;
 use crate::backend::cpu::{Isa, Kernels};
-use crate::error::shape_err;
+use crate::error::{check_finite, shape_err};
 use crate::quant::QK;
 use crate::{DType, Error, Result};
 
@@ -56,10 +56,6 @@ fn check_shapes(op: &'static str, w: &Weights, k: usize, x: &[f32], m: usize, y:
         return shape_err(op, format!("y has {} values, expected m·n = {m}·{n}", y.len()));
     }
     Ok(())
-}
-
-fn check_finite(op: &'static str, x: &[f32]) -> Result<()> {
-    if x.iter().fold(true, |ok, v| ok & v.is_finite()) { Ok(()) } else { Err(Error::NonFinite { op }) }
 }
 
 /// A weight matrix in a GGUF storage format, borrowed (e.g. straight from a memory map).
@@ -217,7 +213,7 @@ impl Cpu {
         for (w, y) in ws.iter().zip(ys.iter()) {
             check_shapes(op, w, ws[0].k, x, m, y)?;
         }
-        check_finite(op, x)?;
+        check_finite(op, &[x])?;
         self.product(ws, x, m, ys, scratch, false);
         Ok(())
     }
@@ -232,7 +228,7 @@ impl Cpu {
         }
         check_shapes(OP, gate, gate.k, x, m, y)?;
         check_shapes(OP, up, gate.k, x, m, y)?;
-        check_finite(OP, x)?;
+        check_finite(OP, &[x])?;
         let mut up_out = std::mem::take(&mut scratch.up);
         self.product(&[gate, up], x, m, &mut [y, grow(&mut up_out, m * up.n)], scratch, true);
         scratch.up = up_out;

@@ -16,9 +16,9 @@ use crate::kv_cache::{KvDtype, MAX_INT8_HEAD_DIM};
 ///   max / 32767), exact integer sums `Σ ŵₜ vₜ` over pairs of tokens with 16-bit products
 ///   (`vpdpwssd`, two per lane), then one multiply-add into the f32 accumulator.
 ///
-/// So a score step is one 64-byte load and `NR` multiply-adds per 4 · LANES products, where the
-/// i16 queries this format used before took two widening loads and `2 · NR` multiply-adds
-/// (decode, ctx 4096, KV in cache, 2 threads, alternating binaries, median µs: SmolLM2 geometry
+/// So a score step is one 64-byte load and `NR` multiply-adds per 4 · LANES products, where i16
+/// queries would take two widening loads and `2 · NR` multiply-adds (measured against them:
+/// decode, ctx 4096, KV in cache, 2 threads, alternating binaries, median µs: SmolLM2 geometry
 /// 39.2 → 30.0, Llama-8B 149 → 125 with AVX-512 VNNI; without VNNI, where `dot_u8` widens
 /// even and odd bytes, 31.6 → 33.8 and 143 → 161 on AVX-512, unchanged on AVX2). Perplexity
 /// of SmolLM2 on alice29.txt (ctx 512) with an int8 cache: 16.5706 → 16.5722 (f32 cache

@@ -149,9 +149,10 @@ pub(crate) fn chunk_blocks(block_size: usize) -> usize {
     (CHUNK_TOKENS / block_size).max(1)
 }
 
-/// f32 slots of prepared queries per row that every format fits in.
+/// f32 slots of prepared queries per row that every format fits in: the float formats keep the
+/// `head_dim` values; int8 packs them four to a slot, then a scale slot and a bias slot.
 pub(crate) fn query_scratch(head_dim: usize) -> usize {
-    head_dim + 2
+    head_dim.max(head_dim.div_ceil(4) + 2)
 }
 
 /// Vectors per column pass of the value side: NR × this many accumulators stay in registers
