@@ -86,6 +86,18 @@ fn pack<S: Simd, Q: QuantFormat>(s: S, w: WeightRows, c0: usize, width: usize, b
     }
 }
 
+/// One block's integer sum `dot` of one activation row into its f32 accumulator: the unsigned
+/// storage's offset removed in integers (when `offset`), then `acc = dot · (d_w · d_x) + acc`
+/// and, with a min, `acc = m_w · (d_x Σx) + acc`. The panel and tile kernels all end a block
+/// here, which is what makes their results equal bit for bit.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, reason = "a block's operands, each distinct")]
+pub(super) fn accumulate_block<S: Simd, Q: QuantFormat>(s: S, dot: S::I, offset: bool, dw: S::F, mw: S::F, x: &BlockScales, acc: S::F) -> S::F {
+    let dot = if offset && Q::OFFSET != 0 { s.isub(dot, s.isplat(Q::OFFSET * x.sum)) } else { dot };
+    let acc = s.mul_add(s.to_f32(dot), s.mul(dw, s.splat(x.d)), acc);
+    if Q::HAS_MIN { s.mul_add(mw, s.splat(x.dsum), acc) } else { acc }
+}
+
 /// `MR` activation rows from `r0` against the packed panel; writes `width` columns at `c0`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, reason = "a micro-kernel's operands, each distinct")]
@@ -119,14 +131,7 @@ fn micro<S: Simd, Q: QuantFormat, const MR: usize>(s: S, buf: &PanelBuf, nb: usi
         let dw = s.load(&dw_all[b * lanes..]);
         let mw = if Q::HAS_MIN { s.load(&mw_all[b * lanes..]) } else { s.zero() };
         for i in 0..MR {
-            let mut dot = dots[i];
-            if Q::OFFSET != 0 {
-                dot = s.isub(dot, s.isplat(Q::OFFSET * scales[i].sum));
-            }
-            acc[i] = s.mul_add(s.to_f32(dot), s.mul(dw, s.splat(scales[i].d)), acc[i]);
-            if Q::HAS_MIN {
-                acc[i] = s.mul_add(mw, s.splat(scales[i].dsum), acc[i]);
-            }
+            acc[i] = accumulate_block::<S, Q>(s, dots[i], true, dw, mw, &scales[i], acc[i]);
         }
     }
     let mut lane_vals = [0f32; 16];

@@ -8,12 +8,15 @@
 //! conversion and two multiply-adds for `LANES` outputs, and nothing is reduced horizontally.
 //! `MR` activation rows share each weight load (prefill); decode runs `MR = 1`.
 //!
-//! The arithmetic — integer block sums, offset removed in integers, then
-//! `acc = dot · (d_w · d_x) + acc` and `acc = m_w · (d_x Σx) + acc` per block — is the
-//! packed-panel kernel's (`quant_panel`), operation for operation: the two give identical bits.
+//! The layout itself is described once, in `crate::matmul::tiled`. On `UNPACK_TILES` levels
+//! (AVX2) a 4-bit product with `m ≥ UNPACK_MIN_M` first unpacks each tile's nibbles to bytes
+//! (`unpack`), so one broadcast feeds both halves.
+//!
+//! Every block ends in `quant_panel::accumulate_block`, as the packed-panel kernel's do: the
+//! integer sums are the same and so is the float arithmetic, so all give identical bits.
 
 use super::formats::QuantFormat;
-use super::quant_panel::PanelBuf;
+use super::quant_panel::{PanelBuf, accumulate_block};
 use super::{Acts, BlockScales, TaskOut, TiledRows, grow};
 use crate::backend::cpu::simd::{Simd, head};
 use crate::matmul::tiled::TILE;
@@ -26,7 +29,7 @@ fn micro<S: Simd, Q: QuantFormat, const MR: usize>(s: S, w: TiledRows, t: usize,
     let lanes = S::LANES;
     let nb = w.k / QK;
     let vb = TILE * QK * Q::BITS / 8;
-    // A block's record: values, then 16 f16 scales `d`, then (with a min) 16 f16 mins.
+    // A block's record (`crate::matmul::tiled`): values, then the scales, then the mins.
     let rb = vb + if Q::HAS_MIN { 4 } else { 2 } * TILE;
     // Exact-length views (tile blocks of `rb` bytes, rows of `nb` blocks): with `b < nb` the
     // compiler drops the per-access bounds checks. The `MR` rows' block scales are adjacent in
@@ -95,28 +98,30 @@ fn micro<S: Simd, Q: QuantFormat, const MR: usize>(s: S, w: TiledRows, t: usize,
                 let dw = s.load_f16(&wb[at..]);
                 let mw = if Q::HAS_MIN { s.load_f16(&wb[at + TILE * 2..]) } else { s.zero() };
                 for i in 0..MR {
-                    let mut dot = dots[i][g];
-                    if Q::OFFSET != 0 && !signed_q8 {
-                        dot = s.isub(dot, s.isplat(Q::OFFSET * scales[i].sum));
-                    }
-                    acc[i][g] = s.mul_add(s.to_f32(dot), s.mul(dw, s.splat(scales[i].d)), acc[i][g]);
-                    if Q::HAS_MIN {
-                        acc[i][g] = s.mul_add(mw, s.splat(scales[i].dsum), acc[i][g]);
-                    }
+                    acc[i][g] = accumulate_block::<S, Q>(s, dots[i][g], !signed_q8, dw, mw, &scales[i], acc[i][g]);
                 }
             }
         }
-        let mut lane_vals = [0f32; 16];
-        for g in 0..per_pass {
-            let start = (h0 + g) * lanes;
-            if start >= width {
-                break;
-            }
-            let cols = c0 + start..c0 + (start + lanes).min(width);
-            for (i, a) in acc.iter().enumerate() {
-                s.store(a[g], &mut lane_vals);
-                out.write(r0 + i, cols.start, &lane_vals[..cols.len()]);
-            }
+        write_parts(s, &acc, h0, per_pass, r0, c0, width, out);
+    }
+}
+
+/// Writes the accumulators of `parts` `LANES`-row parts of a tile, from part `first`, for rows
+/// `r0 ..`: tile columns `c0 + part · LANES ..`, only the `width` the tile has.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, reason = "a micro-tile's place in the output, each distinct")]
+fn write_parts<S: Simd, const MR: usize>(s: S, acc: &[[S::F; 2]; MR], first: usize, parts: usize, r0: usize, c0: usize, width: usize, out: &TaskOut) {
+    let lanes = S::LANES;
+    let mut lane_vals = [0f32; 16];
+    for g in 0..parts {
+        let start = (first + g) * lanes;
+        if start >= width {
+            break;
+        }
+        let cols = c0 + start..c0 + (start + lanes).min(width);
+        for (i, a) in acc.iter().enumerate() {
+            s.store(a[g], &mut lane_vals);
+            out.write(r0 + i, cols.start, &lane_vals[..cols.len()]);
         }
     }
 }
@@ -199,29 +204,11 @@ fn micro_unpacked<S: Simd, Q: QuantFormat, const MR: usize>(s: S, buf: &PanelBuf
             let dw = s.load(&dw_all[b * TILE + g * lanes..]);
             let mw = if Q::HAS_MIN { s.load(&mw_all[b * TILE + g * lanes..]) } else { s.zero() };
             for i in 0..MR {
-                let mut dot = s.nib_sum(dots[i][g]);
-                if Q::OFFSET != 0 {
-                    dot = s.isub(dot, s.isplat(Q::OFFSET * scales[i].sum));
-                }
-                acc[i][g] = s.mul_add(s.to_f32(dot), s.mul(dw, s.splat(scales[i].d)), acc[i][g]);
-                if Q::HAS_MIN {
-                    acc[i][g] = s.mul_add(mw, s.splat(scales[i].dsum), acc[i][g]);
-                }
+                acc[i][g] = accumulate_block::<S, Q>(s, s.nib_sum(dots[i][g]), true, dw, mw, &scales[i], acc[i][g]);
             }
         }
     }
-    let mut lane_vals = [0f32; 16];
-    for g in 0..parts {
-        let start = g * lanes;
-        if start >= width {
-            break;
-        }
-        let cols = c0 + start..c0 + (start + lanes).min(width);
-        for (i, a) in acc.iter().enumerate() {
-            s.store(a[g], &mut lane_vals);
-            out.write(r0 + i, cols.start, &lane_vals[..cols.len()]);
-        }
-    }
+    write_parts(s, &acc, 0, parts, r0, c0, width, out);
 }
 
 /// `y[r][c] = x[r] · w[c]` for every row `r` and this task's columns, which start on a tile.
