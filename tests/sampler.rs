@@ -106,3 +106,32 @@ fn chat_defaults_are_llama_clis() {
     assert_eq!(s.sample(&[0.0, f32::INFINITY, 1.0], &[]).unwrap(), 1);
     assert_eq!(s.sample(&[f32::NEG_INFINITY; 3], &[]).unwrap(), 0);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+    /// top_k selects its k candidates without sorting the vocabulary; the result must equal
+    /// top_k = 0 on logits where everything outside the k best (ties by lowest id, sorted
+    /// reference) is −∞ and dropped by a tiny min_p. Logits come from a few values, so ties at
+    /// the k-th place are common: a selection that broke ties another way would differ.
+    #[test]
+    fn top_k_selection_matches_a_full_sort(
+        logits in proptest::collection::vec(0u8..6, 1..200),
+        k in 1usize..64,
+        seed in 0u64..1000,
+        temperature in 0.2f32..3.0,
+        top_p in 0.3f32..=1.0,
+    ) {
+        let logits: Vec<f32> = logits.iter().map(|&v| v as f32 * 0.7).collect();
+        let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+        ids.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+        let mut masked = vec![f32::NEG_INFINITY; logits.len()];
+        for &i in ids.iter().take(k) {
+            masked[i as usize] = logits[i as usize];
+        }
+        let config = |top_k| SamplerConfig { temperature, top_k, top_p, min_p: 1e-30, seed, ..SamplerConfig::default() };
+        let (mut a, mut b) = (Sampler::new(config(k)).unwrap(), Sampler::new(config(0)).unwrap());
+        for _ in 0..8 {
+            proptest::prop_assert_eq!(a.sample(&logits, &[]).unwrap(), b.sample(&masked, &[]).unwrap());
+        }
+    }
+}

@@ -103,11 +103,15 @@ impl Sampler {
             let best = cands.iter().fold(cands[0], |b, &x| if x.1 > b.1 { x } else { b });
             return Ok(best.0);
         }
-        // Most likely first (ties by id, so results do not depend on the sort's stability).
-        cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if c.top_k > 0 {
+        // Most likely first; ties by id, a total order, so the result depends on neither the
+        // sort's stability nor on selecting before sorting. With top_k (40 by default) only the
+        // k best are selected (O(vocab)) and sorted, not the whole vocabulary every token.
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if c.top_k > 0 && c.top_k < cands.len() {
+            cands.select_nth_unstable_by(c.top_k - 1, order);
             cands.truncate(c.top_k);
         }
+        cands.sort_unstable_by(order);
         // Probabilities at temperature 1 (unnormalized: relative to the best), for the filters.
         let max = cands[0].1;
         if !max.is_finite() {
