@@ -7,8 +7,9 @@
 //! AMD EPYC Zen 3 VM (avx2, 2 threads) where this was written, 45 of 48 seeds named Paris
 //! (p ≈ 0.94); at least 12 of the 16 seeds here must (with p = 0.9 the chance of fewer is
 //! 1.7%; p = 0.94, 0.2%). The seeds are fixed and products are bit-identical across thread
-//! counts, so a given CPU level passes or fails reproducibly. It can fail: a sampler that ignored its filters or temperature, or a
-//! forward pass off by more than its tested error, drifts into other languages and cities.
+//! counts, so a given CPU level passes or fails reproducibly. It can fail: a sampler that
+//! ignored its filters or temperature, or a forward pass off by more than its tested error,
+//! drifts into other languages and cities.
 
 #[path = "../examples/common/mod.rs"]
 mod common;
