@@ -30,23 +30,10 @@ pub struct DTypeInfo {
 }
 
 impl DType {
-    /// Every format, in a fixed order (index = [`DType::index`]).
+    /// Every format.
     pub const ALL: [DType; 7] = [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q8_1];
     /// The formats the matmul kernels take as weights.
     pub const WEIGHTS: [DType; 6] = [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
-
-    /// Position in [`DType::ALL`]; used to index per-format tables.
-    pub const fn index(self) -> usize {
-        match self {
-            DType::F32 => 0,
-            DType::F16 => 1,
-            DType::BF16 => 2,
-            DType::Q8_0 => 3,
-            DType::Q4_0 => 4,
-            DType::Q4_1 => 5,
-            DType::Q8_1 => 6,
-        }
-    }
 
     /// The one table of format facts.
     pub const fn info(self) -> DTypeInfo {

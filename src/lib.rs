@@ -9,8 +9,11 @@
 //!   with reference quantizers bit-exact with ggml (tested against the `gguf` Python package).
 //! - **Ops** ([`matmul`]): a public function validates shapes once and returns [`Result`];
 //!   then it calls the backend table. Each op has a `reference` module: the scalar f64 spec.
-//! - **Tiled weights** ([`PackedWeights`], [`matmul::tiled`]): Q8_0/Q4_0/Q4_1 repacked once into
-//!   16-row tiles that one kernel streams at every `m`; `model::Llama::load` uses them.
+//! - **Weights** ([`Weights`]) are a value format ([`DType`]) in a layout ([`matmul::Layout`]):
+//!   GGUF rows, or sparq's tiles ([`PackedWeights`], [`matmul::tiled`]: Q8_0/Q4_0/Q4_1 repacked
+//!   once into 16-row tiles that one kernel streams at every `m`; `model::Llama::load` uses them).
+//!   Each level's kernel table lists named entries (format, layout, smallest `m`) → kernel, so
+//!   a new format or layout is one kernel body and one line per family.
 //! - **CPU backend** ([`backend::cpu`]): instruction-set levels ([`Isa`]: scalar, portable,
 //!   AVX2, AVX-512, AVX-512 VNNI) are detected once at run time — no `-C target-cpu` needed.
 //!   Kernel bodies are written once over a small SIMD vocabulary and instantiated per level
@@ -50,4 +53,4 @@ pub use backend::cpu::{Isa, isa_report};
 pub use dtype::{DType, DTypeInfo};
 pub use error::{Error, Result};
 pub use kv_cache::{KvCache, KvCacheConfig, KvDtype, SeqId};
-pub use matmul::{Cpu, Scratch, Weights, tiled::PackedWeights};
+pub use matmul::{Cpu, Layout, Scratch, Weights, tiled::PackedWeights};

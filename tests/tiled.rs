@@ -30,7 +30,7 @@ proptest! {
         let plain = Weights::new(dtype, n, k, &bytes).unwrap();
         let packed = PackedWeights::pack(&[plain], 2).unwrap();
         let tiled = packed.get(0).unwrap();
-        prop_assert!(tiled.is_tiled());
+        prop_assert_eq!(tiled.layout(), sparq::matmul::Layout::Tiled);
         prop_assert_eq!(&*tiled.gguf_bytes(), &bytes[..], "unpack(pack(w)) == w");
         let reference = matmul_q8_f64(&plain, &x, m);
         for cpu in cpus() {

@@ -237,7 +237,7 @@ impl Cpu {
     /// Runs the tasks, each with room for the scores of as many whole chunks as fit in
     /// `group_scores` f32 (one chunk at least: see `AttnRows::s`).
     fn run_tasks(&self, views: &[SeqView], p: &AttnParams, n_tasks: usize, group_scores: usize, scratch: &mut AttnScratch) {
-        let attend = self.kernels().attend[views[0].layer.dtype.index()];
+        let attend = self.kernels().attend.get(views[0].layer.dtype);
         let hd = p.head_dim;
         let run = |_: usize, task: &mut TaskBuf| {
             let v = &views[task.seq];

@@ -52,10 +52,6 @@ impl KvDtype {
             KvDtype::I8 => "i8",
         }
     }
-    /// Position in [`KvDtype::ALL`] (the kernel tables' index).
-    pub const fn index(self) -> usize {
-        self as usize
-    }
 }
 
 impl std::fmt::Display for KvDtype {

@@ -12,9 +12,9 @@ pub mod reference;
 pub mod tiled;
 
 use crate::backend::cpu::kernels::quant_panel::PanelBuf;
-use crate::backend::cpu::kernels::{Acts, BlockScales, Output, TiledRows, WeightRows, grow};
+use crate::backend::cpu::kernels::{Acts, BlockScales, Output, WeightView, grow};
 use crate::backend::cpu::pool::WorkerPool;
-use crate::backend::cpu::{Isa, Kernels};
+use crate::backend::cpu::{Isa, Kernels, MatmulKernel};
 use crate::error::{check_finite, shape_err};
 use crate::quant::QK;
 use crate::{DType, Error, Result};
@@ -28,17 +28,6 @@ pub const MAX_PARTS: usize = 4;
 
 /// From this many rows on, activations are quantized in parallel.
 const QUANTIZE_PARALLEL_M: usize = 16;
-
-/// How a matrix meets the activations in one product.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Path {
-    /// Tiled weights ([`tiled`]), any `m`.
-    Tiles,
-    /// GGUF rows packed into panels per call (`m ≥ PANEL_MIN_M`).
-    Panels,
-    /// GGUF rows one at a time (small `m`).
-    Rows,
-}
 
 /// One group of activation rows to quantize: `x` in, then `qs`, `d`, `sums`, `dsums` out.
 type QuantJob<'a> = (&'a [f32], &'a mut [i8], &'a mut [f32], &'a mut [i32], &'a mut [f32]);
@@ -58,21 +47,49 @@ fn check_shapes(op: &'static str, w: &Weights, k: usize, x: &[f32], m: usize, y:
     Ok(())
 }
 
-/// A weight matrix in a GGUF storage format, borrowed (e.g. straight from a memory map).
+/// How a weight matrix's blocks are arranged in memory. A weight is a value format
+/// ([`DType`]) in a layout; the kernel table has one entry per pair it multiplies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Layout {
+    /// GGUF's: `n` rows one after another, each a run of the format's blocks.
+    Rows,
+    /// sparq's 16-row tiles ([`tiled`]); only [`PackedWeights`](tiled::PackedWeights) makes them.
+    Tiled,
+}
+
+impl Layout {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Layout::Rows => "rows",
+            Layout::Tiled => "tiled",
+        }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A weight matrix: `n` rows of `k` values of one format in one layout, borrowed (e.g.
+/// straight from a memory map).
 #[derive(Clone, Copy, Debug)]
 pub struct Weights<'a> {
     dtype: DType,
+    layout: Layout,
     /// output features (rows)
     n: usize,
     /// input features (elements per row)
     k: usize,
-    /// (n, row_bytes) in GGUF layout, or [`tiled`]'s layout when `tiled`
+    /// the matrix in `layout`
     bytes: &'a [u8],
-    tiled: bool,
 }
 
 impl<'a> Weights<'a> {
-    /// Checks that `bytes` holds exactly `n` rows of `k` elements of `dtype`.
+    /// Checks that `bytes` holds exactly `n` rows of `k` elements of `dtype` in GGUF layout
+    /// ([`Layout::Rows`]).
     pub fn new(dtype: DType, n: usize, k: usize, bytes: &'a [u8]) -> Result<Self> {
         const OP: &str = "Weights::new";
         let info = dtype.info();
@@ -86,23 +103,26 @@ impl<'a> Weights<'a> {
         if expected != Some(bytes.len()) {
             return shape_err(OP, format!("{n}×{k} {dtype} needs {expected:?} bytes, got {}", bytes.len()));
         }
-        Ok(Weights { dtype, n, k, bytes, tiled: false })
+        Ok(Weights { dtype, layout: Layout::Rows, n, k, bytes })
     }
 
     /// A view of a matrix in [`tiled`]'s layout (only [`tiled::PackedWeights`] makes these).
     pub(crate) fn tiled(dtype: DType, n: usize, k: usize, bytes: &'a [u8]) -> Self {
         debug_assert_eq!(bytes.len(), tiled::tiled_len(dtype, n, k));
-        Weights { dtype, n, k, bytes, tiled: true }
+        Weights { dtype, layout: Layout::Tiled, n, k, bytes }
     }
 
-    /// Whether these bytes are in the tiled layout of [`tiled::PackedWeights`] rather than GGUF's.
-    pub fn is_tiled(&self) -> bool {
-        self.tiled
+    /// How [`Weights::bytes`] are arranged.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
-    /// The matrix in GGUF layout: borrowed, or unpacked from the tiled layout.
+    /// The matrix in GGUF layout: borrowed, or unpacked from another layout.
     pub fn gguf_bytes(&self) -> std::borrow::Cow<'a, [u8]> {
-        if self.tiled { tiled::unpack(self.dtype, self.n, self.k, self.bytes).into() } else { self.bytes.into() }
+        match self.layout {
+            Layout::Rows => self.bytes.into(),
+            Layout::Tiled => tiled::unpack(self.dtype, self.n, self.k, self.bytes).into(),
+        }
     }
 
     pub fn dtype(&self) -> DType {
@@ -114,13 +134,22 @@ impl<'a> Weights<'a> {
     pub fn k(&self) -> usize {
         self.k
     }
-    /// The stored bytes, in this view's layout (see [`Weights::is_tiled`]).
+    /// The stored bytes, in this view's [`Weights::layout`].
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
     }
     /// Bytes per row in GGUF layout.
     pub fn row_bytes(&self) -> usize {
         self.dtype.bytes_for(self.k).expect("validated in Weights::new")
+    }
+
+    /// What the kernels read: the bytes with their stride (per row, or per tile).
+    fn view(&self) -> WeightView<'a> {
+        let stride = match self.layout {
+            Layout::Rows => self.row_bytes(),
+            Layout::Tiled => tiled::tile_stride(self.dtype, self.k),
+        };
+        WeightView { bytes: self.bytes, k: self.k, stride }
     }
 }
 
@@ -255,33 +284,24 @@ impl Cpu {
             return;
         }
         let kernels = self.kernels;
-        let path = |w: &Weights| {
-            if w.tiled {
-                Path::Tiles
-            } else if m >= PANEL_MIN_M {
-                Path::Panels
-            } else {
-                Path::Rows
-            }
-        };
+        // Every format × layout that passes `Weights`' constructors has an entry at m = 1 on
+        // every level (tests/matmul.rs and tests/tiled.rs run them all), so a miss is a bug.
+        let mut chosen: [Option<&MatmulKernel>; MAX_PARTS] = [None; MAX_PARTS];
+        for (c, w) in chosen.iter_mut().zip(ws) {
+            *c = Some(kernels.matmul(w.dtype, w.layout, m).expect("a kernel for every weight format and layout"));
+        }
+        let chosen = &chosen[..ws.len()];
         let quantized = ws.iter().any(|w| w.dtype.is_block_quantized());
-        let by_block = ws.iter().any(|w| w.dtype.is_block_quantized() && path(w) != Path::Rows);
+        // The panel and tile kernels read block scales block-major; the row kernels do not.
+        let by_block = ws.iter().zip(chosen).any(|(w, c)| w.dtype.is_block_quantized() && c.is_some_and(|c| c.cols_unit > 1));
         let Scratch { qs, d, sums, dsums, by_block: by_block_buf, panels, .. } = scratch;
         let acts = if quantized { self.quantize(x, m, k, qs, d, sums, dsums, by_block_buf, by_block) } else { Acts::float(x, m, k) };
 
-        // Each matrix's columns in units (a tile, or the panel width when packing: the largest
-        // any matrix needs — they divide one another), all matrices' units laid end to end and
-        // cut into contiguous ranges, one per task; with `swiglu` the units are the gate's and
-        // each task also computes the same columns of `up`.
-        let unit = ws
-            .iter()
-            .map(|w| match path(w) {
-                Path::Tiles => tiled::TILE,
-                Path::Panels => kernels.lanes,
-                Path::Rows => 1,
-            })
-            .max()
-            .unwrap_or(1);
+        // Each matrix's columns in units (the largest `cols_unit` of the kernels chosen: they
+        // divide one another), all matrices' units laid end to end and cut into contiguous
+        // ranges, one per task; with `swiglu` the units are the gate's and each task also
+        // computes the same columns of `up`.
+        let unit = chosen.iter().flatten().map(|c| c.cols_unit).max().unwrap_or(1);
         let parts = if swiglu { 1 } else { ws.len() };
         let units: usize = ws[..parts].iter().map(|w| w.n.div_ceil(unit)).sum();
         // One task per thread: two per thread (smaller ranges, dynamic balance) measured no faster.
@@ -306,28 +326,18 @@ impl Cpu {
                 let cols = (a * unit).min(w.n)..(b * unit).min(w.n);
                 let targets = if swiglu { 0..2 } else { i..i + 1 };
                 for j in targets.clone() {
-                    let w = ws[j];
-                    let rows = WeightRows { bytes: w.bytes, k, row_bytes: w.row_bytes() };
+                    let (w, kernel) = (ws[j], chosen[j].expect("chosen above"));
                     let output = outputs[j].as_ref().expect("one output per matrix");
                     // SAFETY: task `t` runs once and its unit range `lo..hi` is disjoint from
                     // every other task's, so its columns of each matrix are too.
                     let out = unsafe { output.task(cols.clone()) };
-                    let index = w.dtype.index();
-                    // The functions come from a `Kernels` for a supported level (`Kernels::for_isa`);
-                    // the weights, `acts` and `out` describe consistent, validated shapes (tiled
-                    // views only come from `PackedWeights`, sized by `tiled::tiled_len`), and a
-                    // tiled task's columns start on a tile (`unit` is a multiple of `TILE`).
-                    match path(w) {
-                        Path::Tiles => {
-                            let tiles = TiledRows { bytes: w.bytes, k, tile_stride: tiled::tile_stride(w.dtype, k) };
-                            // SAFETY: see the comment above the `match`.
-                            unsafe { kernels.tiles[index].expect("a format with a tiled layout")(tiles, acts, &out, buf) }
-                        }
-                        // SAFETY: see the comment above the `match`.
-                        Path::Panels => unsafe { kernels.panels[index].expect("a weight format")(rows, acts, &out, buf) },
-                        // SAFETY: see the comment above the `match`.
-                        Path::Rows => unsafe { kernels.rows[index].expect("a weight format")(rows, acts, &out) },
-                    }
+                    // SAFETY: the kernel comes from a `Kernels` for a supported level
+                    // (`Kernels::for_isa`) and matches the weights' format and layout; the
+                    // weights, `acts` and `out` describe consistent, validated shapes (tiled views
+                    // only come from `PackedWeights`, sized by `tiled::tiled_len`), and the
+                    // task's columns start on a multiple of `unit`, itself a multiple of the
+                    // kernel's `cols_unit`.
+                    unsafe { (kernel.run)(w.view(), acts, &out, buf) };
                 }
                 if swiglu {
                     let [Some(gate), Some(up)] = [&outputs[0], &outputs[1]] else { unreachable!("two outputs") };

@@ -160,7 +160,7 @@ impl PackedWeights {
             if !can_tile(w.dtype()) {
                 return Err(Error::Unsupported { op: OP, dtype: w.dtype() });
             }
-            if w.is_tiled() {
+            if w.layout() != super::Layout::Rows {
                 return Err(Error::Invalid { what: "weights to pack", detail: format!("{OP}: a {} matrix is already packed", w.dtype()) });
             }
             let len = tiled_len(w.dtype(), w.n(), w.k());

@@ -79,8 +79,8 @@ pub fn many_equals_separate(ws: &[Weights], x: &[f32], m: usize) -> Result<(), S
             let mut alone = vec![f32::NAN; m * w.n()];
             cpu.matmul(w, x, m, &mut alone, &mut Scratch::default()).map_err(|e| e.to_string())?;
             if bits(got) != bits(&alone) {
-                let (d, t, n, k) = (w.dtype(), w.is_tiled(), w.n(), w.k());
-                return Err(format!("{d} (tiled: {t}) {n}x{k} m={m} on {} ({} threads): fused differs", cpu.isa(), cpu.threads()));
+                let (d, t, n, k) = (w.dtype(), w.layout(), w.n(), w.k());
+                return Err(format!("{d} ({t}) {n}x{k} m={m} on {} ({} threads): fused differs", cpu.isa(), cpu.threads()));
             }
         }
     }

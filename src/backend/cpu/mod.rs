@@ -12,10 +12,12 @@ pub(crate) mod simd;
 #[cfg(test)]
 mod tests;
 
+use crate::kv_cache::KvDtype;
+use crate::matmul::Layout;
 use crate::{DType, Error, Result};
 use kernels::attend::{AttnRows, KvSpan};
 use kernels::quant_panel::PanelBuf;
-use kernels::{Acts, TaskOut, TiledRows, WeightRows};
+use kernels::{Acts, TaskOut, WeightView};
 use std::sync::OnceLock;
 
 /// A CPU instruction-set level, ordered from least to most capable.
@@ -137,16 +139,44 @@ fn env_isa(var: &'static str) -> Result<Option<Isa>> {
 
 /// Quantizes one activation row: `x` (k) → `qs` (k), `d`, `sums`, `dsums` (k / 32).
 pub(crate) type QuantizeFn = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [i32], &mut [f32]);
-/// Computes a task's output columns row by row (decode / small m).
-pub(crate) type RowsFn = unsafe fn(WeightRows, Acts, &TaskOut);
-/// Computes a task's output columns through packed panels (prefill).
-pub(crate) type PanelsFn = unsafe fn(WeightRows, Acts, &TaskOut, &mut PanelBuf);
 
-/// Computes a task's output columns (whole tiles) from weights in the tiled layout, any m.
-pub(crate) type TilesFn = unsafe fn(TiledRows, Acts, &TaskOut, &mut PanelBuf);
+/// Computes one task's output columns of `y = x · wᵀ` (validated shapes; the columns start on
+/// a multiple of the entry's `cols_unit`). Row and panel kernels ignore what they do not use.
+pub(crate) type MatmulFn = unsafe fn(WeightView, Acts, &TaskOut, &mut PanelBuf);
+
+/// One matmul kernel of a level's table, named by what it multiplies.
+pub(crate) struct MatmulKernel {
+    /// The weights' value format.
+    pub format: DType,
+    /// How those values are arranged.
+    pub layout: Layout,
+    /// Chosen from this many activation rows on: for a (format, layout), the entry with the
+    /// largest `min_m ≤ m` runs.
+    pub min_m: usize,
+    /// Tasks split the output columns in multiples of this (a tile, a panel, one row).
+    pub cols_unit: usize,
+    pub run: MatmulFn,
+}
 
 /// Folds a run of KV blocks into a task's attention rows.
 pub(crate) type AttendFn = unsafe fn(&KvSpan, &mut AttnRows);
+
+/// One attention kernel per KV-cache element type.
+pub(crate) struct AttendKernels {
+    pub f32: AttendFn,
+    pub f16: AttendFn,
+    pub i8: AttendFn,
+}
+
+impl AttendKernels {
+    pub(crate) fn get(&self, dtype: KvDtype) -> AttendFn {
+        match dtype {
+            KvDtype::F32 => self.f32,
+            KvDtype::F16 => self.f16,
+            KvDtype::I8 => self.i8,
+        }
+    }
+}
 
 /// `gate = silu(gate) · up` on equal-length slices (SwiGLU).
 pub(crate) type SiluMulFn = unsafe fn(&mut [f32], &[f32]);
@@ -156,17 +186,10 @@ pub(crate) type SiluMulFn = unsafe fn(&mut [f32], &[f32]);
 /// is what makes calling them sound.
 pub(crate) struct Kernels {
     pub isa: Isa,
-    /// f32 lanes per vector: the packed-panel width.
-    pub lanes: usize,
     pub quantize_row: QuantizeFn,
-    /// By [`DType::index`]; `None` for formats that are not weights.
-    pub rows: [Option<RowsFn>; DType::ALL.len()],
-    /// By [`DType::index`]; `Some` for every weight format.
-    pub panels: [Option<PanelsFn>; DType::ALL.len()],
-    /// By [`DType::index`]; `Some` for the formats with a tiled layout.
-    pub tiles: [Option<TilesFn>; DType::ALL.len()],
-    /// By [`crate::kv_cache::KvDtype::index`].
-    pub attend: [AttendFn; 3],
+    /// Every (format, layout, smallest m) this level multiplies; see [`Kernels::matmul`].
+    pub matmul: &'static [MatmulKernel],
+    pub attend: AttendKernels,
     pub silu_mul: SiluMulFn,
 }
 
@@ -189,82 +212,54 @@ impl Kernels {
             _ => return None,
         })
     }
+
+    /// The kernel for `format` weights in `layout` at `m` activation rows: of the entries for
+    /// that pair, the one with the largest `min_m ≤ m`. `None` if the level has none.
+    pub(crate) fn matmul(&self, format: DType, layout: Layout, m: usize) -> Option<&'static MatmulKernel> {
+        self.matmul.iter().filter(|e| e.format == format && e.layout == layout && e.min_m <= m).max_by_key(|e| e.min_m)
+    }
 }
 
 /// Stamps one level's entry points and table. Each entry point is `unsafe` only because of its
 /// `#[target_feature]` attributes; its body makes the level's token, whose contract (the CPU
 /// supports the level) holds because entry points are reachable only through `TABLE`, which
 /// `Kernels::for_isa` returns only for supported levels.
+///
+/// The matmul entry points are generic over the format (one per kernel family); each line of
+/// `matmul` names a (format, layout, smallest m) and the instance that serves it. Adding a
+/// format or a layout to a family is one line there.
 macro_rules! isa_entry_points {
     ($module:ident, $isa:expr, $lanes:expr, $mr:literal, $token:expr, $($attr:meta),*) => {
         mod $module {
-            use super::kernels::formats::{Bf16, F16, F32, Q4_0, Q4_1, Q8_0};
+            use super::kernels::formats::{Bf16, F16, F32, FloatFormat, Q4_0, Q4_1, Q8_0, QuantFormat};
+            use super::kernels::quant_rows::{BlockPath, RowDot, WidePath};
             use super::kernels::{attend, float_panel, float_rows, math, quant_panel, quant_rows, quant_tiles, quantize};
             use super::*;
+            use crate::matmul::{PANEL_MIN_M, tiled::TILE};
 
             $(#[$attr])*
             unsafe fn quantize_row(x: &[f32], qs: &mut [i8], d: &mut [f32], sums: &mut [i32], dsums: &mut [f32]) {
                 quantize::quantize_row($token, x, qs, d, sums, dsums)
             }
             $(#[$attr])*
-            unsafe fn rows_f32(w: WeightRows, x: Acts, out: &TaskOut) {
-                float_rows::rows::<_, F32>($token, w, x, out)
+            unsafe fn float_rows<W: FloatFormat>(w: WeightView, x: Acts, out: &TaskOut, _: &mut PanelBuf) {
+                float_rows::rows::<_, W>($token, w.rows(), x, out)
             }
             $(#[$attr])*
-            unsafe fn rows_f16(w: WeightRows, x: Acts, out: &TaskOut) {
-                float_rows::rows::<_, F16>($token, w, x, out)
+            unsafe fn float_panels<W: FloatFormat>(w: WeightView, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+                float_panel::panels::<_, W, $mr>($token, w.rows(), x, out, buf)
             }
             $(#[$attr])*
-            unsafe fn rows_bf16(w: WeightRows, x: Acts, out: &TaskOut) {
-                float_rows::rows::<_, Bf16>($token, w, x, out)
+            unsafe fn quant_rows<Q: QuantFormat, P: RowDot<Q>>(w: WeightView, x: Acts, out: &TaskOut, _: &mut PanelBuf) {
+                quant_rows::rows::<_, Q, P>($token, w.rows(), x, out)
             }
             $(#[$attr])*
-            unsafe fn rows_q8_0(w: WeightRows, x: Acts, out: &TaskOut) {
-                quant_rows::rows::<_, Q8_0, quant_rows::BlockPath>($token, w, x, out)
+            unsafe fn quant_panels<Q: QuantFormat>(w: WeightView, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+                quant_panel::panels::<_, Q, $mr>($token, w.rows(), x, out, buf)
             }
             $(#[$attr])*
-            unsafe fn rows_q4_0(w: WeightRows, x: Acts, out: &TaskOut) {
-                quant_rows::rows::<_, Q4_0, quant_rows::WidePath>($token, w, x, out)
-            }
-            $(#[$attr])*
-            unsafe fn rows_q4_1(w: WeightRows, x: Acts, out: &TaskOut) {
-                quant_rows::rows::<_, Q4_1, quant_rows::WidePath>($token, w, x, out)
-            }
-            $(#[$attr])*
-            unsafe fn panels_f32(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
-                float_panel::panels::<_, F32, $mr>($token, w, x, out, buf)
-            }
-            $(#[$attr])*
-            unsafe fn panels_f16(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
-                float_panel::panels::<_, F16, $mr>($token, w, x, out, buf)
-            }
-            $(#[$attr])*
-            unsafe fn panels_bf16(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
-                float_panel::panels::<_, Bf16, $mr>($token, w, x, out, buf)
-            }
-            $(#[$attr])*
-            unsafe fn panels_q8_0(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
-                quant_panel::panels::<_, Q8_0, $mr>($token, w, x, out, buf)
-            }
-            $(#[$attr])*
-            unsafe fn panels_q4_0(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
-                quant_panel::panels::<_, Q4_0, $mr>($token, w, x, out, buf)
-            }
-            $(#[$attr])*
-            unsafe fn panels_q4_1(w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
-                quant_panel::panels::<_, Q4_1, $mr>($token, w, x, out, buf)
-            }
-            $(#[$attr])*
-            unsafe fn tiles_q8_0(w: TiledRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
-                quant_tiles::tiles::<_, Q8_0, $mr>($token, w, x, out, buf)
-            }
-            $(#[$attr])*
-            unsafe fn tiles_q4_0(w: TiledRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
-                quant_tiles::tiles::<_, Q4_0, $mr>($token, w, x, out, buf)
-            }
-            $(#[$attr])*
-            unsafe fn tiles_q4_1(w: TiledRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
-                quant_tiles::tiles::<_, Q4_1, $mr>($token, w, x, out, buf)
+            unsafe fn quant_tiles<Q: QuantFormat>(w: WeightView, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+                quant_tiles::tiles::<_, Q, $mr>($token, w.tiles(), x, out, buf)
             }
             $(#[$attr])*
             unsafe fn attend_f32(kv: &KvSpan, rows: &mut AttnRows) {
@@ -288,15 +283,34 @@ macro_rules! isa_entry_points {
                 math::silu_mul($token, gate, up)
             }
 
-            /// Indexed like `DType::ALL`: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q8_1.
+            const fn entry(format: DType, layout: Layout, min_m: usize, cols_unit: usize, run: MatmulFn) -> MatmulKernel {
+                MatmulKernel { format, layout, min_m, cols_unit, run }
+            }
+
+            #[rustfmt::skip]
+            static MATMUL: [MatmulKernel; 15] = [
+                entry(DType::F32,  Layout::Rows,  1,           1,      float_rows::<F32>),
+                entry(DType::F16,  Layout::Rows,  1,           1,      float_rows::<F16>),
+                entry(DType::BF16, Layout::Rows,  1,           1,      float_rows::<Bf16>),
+                entry(DType::Q8_0, Layout::Rows,  1,           1,      quant_rows::<Q8_0, BlockPath>),
+                entry(DType::Q4_0, Layout::Rows,  1,           1,      quant_rows::<Q4_0, WidePath>),
+                entry(DType::Q4_1, Layout::Rows,  1,           1,      quant_rows::<Q4_1, WidePath>),
+                entry(DType::F32,  Layout::Rows,  PANEL_MIN_M, $lanes, float_panels::<F32>),
+                entry(DType::F16,  Layout::Rows,  PANEL_MIN_M, $lanes, float_panels::<F16>),
+                entry(DType::BF16, Layout::Rows,  PANEL_MIN_M, $lanes, float_panels::<Bf16>),
+                entry(DType::Q8_0, Layout::Rows,  PANEL_MIN_M, $lanes, quant_panels::<Q8_0>),
+                entry(DType::Q4_0, Layout::Rows,  PANEL_MIN_M, $lanes, quant_panels::<Q4_0>),
+                entry(DType::Q4_1, Layout::Rows,  PANEL_MIN_M, $lanes, quant_panels::<Q4_1>),
+                entry(DType::Q8_0, Layout::Tiled, 1,           TILE,   quant_tiles::<Q8_0>),
+                entry(DType::Q4_0, Layout::Tiled, 1,           TILE,   quant_tiles::<Q4_0>),
+                entry(DType::Q4_1, Layout::Tiled, 1,           TILE,   quant_tiles::<Q4_1>),
+            ];
+
             pub(super) static TABLE: Kernels = Kernels {
                 isa: $isa,
-                lanes: $lanes,
                 quantize_row,
-                rows: [Some(rows_f32), Some(rows_f16), Some(rows_bf16), Some(rows_q8_0), Some(rows_q4_0), Some(rows_q4_1), None],
-                panels: [Some(panels_f32), Some(panels_f16), Some(panels_bf16), Some(panels_q8_0), Some(panels_q4_0), Some(panels_q4_1), None],
-                tiles: [None, None, None, Some(tiles_q8_0), Some(tiles_q4_0), Some(tiles_q4_1), None],
-                attend: [attend_f32, attend_f16, attend_i8],
+                matmul: &MATMUL,
+                attend: AttendKernels { f32: attend_f32, f16: attend_f16, i8: attend_i8 },
                 silu_mul,
             };
         }

@@ -213,3 +213,32 @@ fn exp_is_accurate_on_every_level() {
         }
     }
 }
+
+/// The matmul table, per level: every weight format has a row kernel from m = 1 and a panel
+/// kernel (one vector wide) from `PANEL_MIN_M`; every format with a tiled layout has a tile
+/// kernel from m = 1; no (format, layout, min_m) is listed twice, so the choice is unambiguous.
+#[test]
+fn matmul_table_covers_every_format_and_layout_once() {
+    use crate::DType;
+    use crate::matmul::{Layout, PANEL_MIN_M, tiled};
+    for isa in Isa::available() {
+        let k = Kernels::for_isa(isa).unwrap();
+        let lanes = if isa >= Isa::Avx512 { 16 } else { 8 };
+        for (i, a) in k.matmul.iter().enumerate() {
+            for b in &k.matmul[i + 1..] {
+                assert!((a.format, a.layout, a.min_m) != (b.format, b.layout, b.min_m), "{isa}: {} {} from m = {} twice", a.format, a.layout, a.min_m);
+            }
+        }
+        for format in DType::WEIGHTS {
+            for m in 1..PANEL_MIN_M + 2 {
+                let e = k.matmul(format, Layout::Rows, m).unwrap_or_else(|| panic!("{isa}: no {format} rows kernel at m = {m}"));
+                let want = if m >= PANEL_MIN_M { (PANEL_MIN_M, lanes) } else { (1, 1) };
+                assert_eq!((e.min_m, e.cols_unit), want, "{isa} {format} rows m = {m}");
+                let tiles = k.matmul(format, Layout::Tiled, m);
+                assert_eq!(tiles.is_some(), tiled::can_tile(format), "{isa} {format} tiled m = {m}");
+                assert!(tiles.is_none_or(|e| e.cols_unit == tiled::TILE));
+            }
+            assert!(k.matmul(format, Layout::Rows, 0).is_none(), "m = 0 never reaches a kernel");
+        }
+    }
+}
