@@ -48,9 +48,9 @@ pub mod model;
 pub mod ops;
 pub mod quant;
 
-pub use attention::{AttnParams, AttnScratch};
-pub use backend::cpu::{Isa, isa_report};
+pub use attention::AttnParams;
+pub use backend::cpu::{AttnScratch, Cpu, Isa, Scratch, isa_report};
 pub use dtype::{DType, DTypeInfo};
 pub use error::{Error, Result};
 pub use kv_cache::{KvCache, KvCacheConfig, KvDtype, SeqId};
-pub use matmul::{Cpu, Layout, Scratch, Weights, tiled::PackedWeights};
+pub use matmul::{Layout, Weights, tiled::PackedWeights};

@@ -3,11 +3,11 @@
 //! the memory-mapped GGUF), a per-session state, and `forward`.
 
 use super::gguf::Gguf;
-use crate::attention::{AttnParams, AttnScratch};
+use crate::attention::AttnParams;
 use crate::kv_cache::{KvCache, KvCacheConfig, KvDtype, SeqId};
 use crate::matmul::tiled;
 use crate::ops::{Rope, add_assign, rms_norm};
-use crate::{Cpu, DType, Error, PackedWeights, Result, Scratch, Weights, quant};
+use crate::{AttnScratch, Cpu, DType, Error, PackedWeights, Result, Scratch, Weights, quant};
 use std::path::Path;
 
 /// The hyper-parameters, read from GGUF metadata.

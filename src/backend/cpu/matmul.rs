@@ -1,0 +1,209 @@
+//! The CPU's matrix products: the public ops validate (`crate::matmul`'s checks, shared by
+//! every backend), then `product` splits the output columns into one contiguous range per
+//! thread and runs each matrix's kernel from the level's table on it.
+//!
+//! Integer block formats quantize each activation row once per call to 8 bits per 32-element
+//! block, exactly as ggml does (in parallel from `QUANTIZE_PARALLEL_M` rows), and multiply in
+//! integers; float formats multiply in f32.
+
+use super::kernels::quant_panel::PanelBuf;
+use super::kernels::{Acts, BlockScales, Output, grow};
+use super::{Cpu, MatmulKernel};
+use crate::Result;
+use crate::matmul::{self, MAX_PARTS, Weights};
+use crate::quant::QK;
+
+/// From this many rows on, activations are quantized in parallel.
+const QUANTIZE_PARALLEL_M: usize = 16;
+
+/// One group of activation rows to quantize: `x` in, then `qs`, `d`, `sums`, `dsums` out.
+type QuantJob<'a> = (&'a [f32], &'a mut [i8], &'a mut [f32], &'a mut [i32], &'a mut [f32]);
+
+/// Reusable per-caller working memory (quantized activations, packed panels). Buffers grow to
+/// the largest call seen and are then reused: steady-state calls allocate nothing.
+#[derive(Default, Debug)]
+pub struct Scratch {
+    /// (m, k)
+    qs: Vec<i8>,
+    /// (m, k / 32) each: block scales, sums and scaled sums
+    d: Vec<f32>,
+    sums: Vec<i32>,
+    dsums: Vec<f32>,
+    /// (k / 32, m)
+    by_block: Vec<BlockScales>,
+    /// one per task
+    panels: Vec<PanelBuf>,
+    /// (m, n) the `up` product of [`Cpu::matmul_swiglu`]
+    up: Vec<f32>,
+}
+
+impl Cpu {
+    /// `y = x · wᵀ`: `x` is `m × k`, `y` is `m × n` (row-major, f32).
+    ///
+    /// Errors (naming `matmul`) if the lengths disagree with `m`, `w.n()` and `w.k()`, or if `x`
+    /// holds a NaN or an infinity: integer formats cannot represent them, and float formats
+    /// refuse them too so that every format gives the same answer to the same input. `m = 0`
+    /// or `n = 0` is a no-op; `k = 0` writes zeros (empty sums).
+    pub fn matmul(&self, w: &Weights, x: &[f32], m: usize, y: &mut [f32], scratch: &mut Scratch) -> Result<()> {
+        self.matmul_many(&[w], x, m, &mut [y], scratch)
+    }
+
+    /// Several products of one input in one parallel pass: `ys[i] = x · ws[i]ᵀ` (e.g. a layer's
+    /// Q, K and V projections). `x` is quantized once and the threads meet once, instead of
+    /// once per matrix. All `ws` share `k`; at most [`MAX_PARTS`] matrices. Errors as
+    /// [`Cpu::matmul`] (naming `matmul_many`).
+    pub fn matmul_many(&self, ws: &[&Weights], x: &[f32], m: usize, ys: &mut [&mut [f32]], scratch: &mut Scratch) -> Result<()> {
+        matmul::check_products(ws, x, m, ys)?;
+        self.product(ws, x, m, ys, scratch, false);
+        Ok(())
+    }
+
+    /// A feed-forward block's first half: `y = silu(x · gateᵀ) ⊙ (x · upᵀ)` (SwiGLU), both
+    /// products and the gating in one parallel pass. `gate` and `up` are `n × k`, `y` is `m × n`.
+    /// Errors as [`Cpu::matmul`] (naming `matmul_swiglu`).
+    pub fn matmul_swiglu(&self, gate: &Weights, up: &Weights, x: &[f32], m: usize, y: &mut [f32], scratch: &mut Scratch) -> Result<()> {
+        matmul::check_swiglu(gate, up, x, m, y)?;
+        let mut up_out = std::mem::take(&mut scratch.up);
+        self.product(&[gate, up], x, m, &mut [y, grow(&mut up_out, m * up.n())], scratch, true);
+        scratch.up = up_out;
+        Ok(())
+    }
+
+    /// `gate[i] = silu(gate[i]) · up[i]` (SwiGLU's gating), in place, vectorized on this
+    /// `Cpu`'s level: [`Cpu::matmul_swiglu`] equals its two products followed by this, bit for
+    /// bit. Relative error ≤ 6 ulp against exact arithmetic (a vectorized `exp`, within 3).
+    pub fn swiglu(&self, gate: &mut [f32], up: &[f32]) -> Result<()> {
+        matmul::check_gating(gate, up)?;
+        // SAFETY: the table came from `Kernels::for_isa` (a supported level); equal lengths.
+        unsafe { (self.kernels.silu_mul)(gate, up) };
+        Ok(())
+    }
+
+    /// The products of validated inputs. With `swiglu`, `ws` is `[gate, up]`: each task computes
+    /// the same columns of both, then gates its columns of `ys[0]` by `ys[1]`.
+    fn product(&self, ws: &[&Weights], x: &[f32], m: usize, ys: &mut [&mut [f32]], scratch: &mut Scratch, swiglu: bool) {
+        let k = ws[0].k();
+        if m == 0 || ws.iter().all(|w| w.n() == 0) {
+            return;
+        }
+        let kernels = self.kernels;
+        // Every format × layout that passes `Weights`' constructors has an entry at m = 1 on
+        // every level (tests/matmul.rs and tests/tiled.rs run them all), so a miss is a bug.
+        let mut chosen: [Option<&MatmulKernel>; MAX_PARTS] = [None; MAX_PARTS];
+        for (c, w) in chosen.iter_mut().zip(ws) {
+            *c = Some(kernels.matmul(w.dtype(), w.layout(), m).expect("a kernel for every weight format and layout"));
+        }
+        let chosen = &chosen[..ws.len()];
+        let quantized = ws.iter().any(|w| w.dtype().is_block_quantized());
+        // The panel and tile kernels read block scales block-major; the row kernels do not.
+        let by_block = ws.iter().zip(chosen).any(|(w, c)| w.dtype().is_block_quantized() && c.is_some_and(|c| c.cols_unit > 1));
+        let Scratch { qs, d, sums, dsums, by_block: by_block_buf, panels, .. } = scratch;
+        let acts = if quantized { self.quantize(x, m, k, qs, d, sums, dsums, by_block_buf, by_block) } else { Acts::float(x, m, k) };
+
+        // Each matrix's columns in units (the largest `cols_unit` of the kernels chosen: they
+        // divide one another), all matrices' units laid end to end and cut into contiguous
+        // ranges, one per task; with `swiglu` the units are the gate's and each task also
+        // computes the same columns of `up`.
+        let unit = chosen.iter().flatten().map(|c| c.cols_unit).max().unwrap_or(1);
+        let parts = if swiglu { 1 } else { ws.len() };
+        let units: usize = ws[..parts].iter().map(|w| w.n().div_ceil(unit)).sum();
+        // One task per thread: two per thread (smaller ranges, dynamic balance) measured no faster.
+        let tasks = self.threads().min(units).max(1);
+        if panels.len() < tasks {
+            panels.resize_with(tasks, PanelBuf::default);
+        }
+        let mut outputs: [Option<Output>; MAX_PARTS] = std::array::from_fn(|_| None);
+        for ((o, y), w) in outputs.iter_mut().zip(ys.iter_mut()).zip(ws) {
+            *o = Some(Output::new(y, m, w.n()));
+        }
+        let run = |t: usize, buf: &mut PanelBuf| {
+            let (lo, hi) = (t * units / tasks, (t + 1) * units / tasks);
+            let mut first_unit = 0;
+            for (i, w) in ws[..parts].iter().enumerate() {
+                let w_units = w.n().div_ceil(unit);
+                let (a, b) = (lo.max(first_unit) - first_unit, hi.min(first_unit + w_units).saturating_sub(first_unit));
+                first_unit += w_units;
+                if a >= b {
+                    continue;
+                }
+                let cols = (a * unit).min(w.n())..(b * unit).min(w.n());
+                let targets = if swiglu { 0..2 } else { i..i + 1 };
+                for j in targets.clone() {
+                    let (w, kernel) = (ws[j], chosen[j].expect("chosen above"));
+                    let output = outputs[j].as_ref().expect("one output per matrix");
+                    // SAFETY: task `t` runs once and its unit range `lo..hi` is disjoint from
+                    // every other task's, so its columns of each matrix are too.
+                    let out = unsafe { output.task(cols.clone()) };
+                    // SAFETY: the kernel comes from a `Kernels` for a supported level
+                    // (`Kernels::for_isa`) and matches the weights' format and layout; the
+                    // weights, `acts` and `out` describe consistent, validated shapes (tiled views
+                    // only come from `PackedWeights`, sized by `tiled::tiled_len`), and the
+                    // task's columns start on a multiple of `unit`, itself a multiple of the
+                    // kernel's `cols_unit`.
+                    unsafe { (kernel.run)(w.view(), acts, &out, buf) };
+                }
+                if swiglu {
+                    let [Some(gate), Some(up)] = [&outputs[0], &outputs[1]] else { unreachable!("two outputs") };
+                    // SAFETY: as above (these columns are this task's alone).
+                    let (mut gate, up) = unsafe { (gate.task(cols.clone()), up.task(cols.clone())) };
+                    for r in 0..m {
+                        // SAFETY: the table came from `Kernels::for_isa` (a supported level).
+                        unsafe { (kernels.silu_mul)(gate.row_mut(r), up.row(r)) };
+                    }
+                }
+            }
+        };
+        self.pool.for_each_mut(&mut panels[..tasks], &run);
+    }
+
+    /// Quantizes the `m` rows of `x` (m × k) for the integer kernels, in parallel when `m` is large.
+    #[allow(clippy::too_many_arguments)]
+    fn quantize<'s>(
+        &self,
+        x: &'s [f32],
+        m: usize,
+        k: usize,
+        qs: &'s mut Vec<i8>,
+        d: &'s mut Vec<f32>,
+        sums: &'s mut Vec<i32>,
+        dsums: &'s mut Vec<f32>,
+        by_block: &'s mut Vec<BlockScales>,
+        packed: bool,
+    ) -> Acts<'s> {
+        let nb = k / QK;
+        let (qs, d, sums, dsums) = (grow(qs, m * k), grow(d, m * nb), grow(sums, m * nb), grow(dsums, m * nb));
+        let quantize_row = self.kernels.quantize_row;
+        let rows = |(x, q, d, s, ds): &mut QuantJob| {
+            for ((xr, q), ((dr, s), ds)) in x.chunks(k).zip(q.chunks_mut(k)).zip(d.chunks_mut(nb).zip(s.chunks_mut(nb)).zip(ds.chunks_mut(nb))) {
+                // SAFETY: the table came from `Kernels::for_isa`, so its level is supported; the
+                // slices have the lengths the kernel expects (k, k/32, k/32, k/32).
+                unsafe { quantize_row(xr, q, dr, s, ds) };
+            }
+        };
+        if k > 0 && m < QUANTIZE_PARALLEL_M {
+            rows(&mut (x, &mut qs[..], &mut d[..], &mut sums[..], &mut dsums[..]));
+        } else if k > 0 {
+            // Groups of rows, two per thread (prefill only: this small Vec is off the decode path).
+            let group = m.div_ceil(self.threads() * 2);
+            let mut jobs: Vec<QuantJob> = x
+                .chunks(group * k)
+                .zip(qs.chunks_mut(group * k))
+                .zip(d.chunks_mut(group * nb).zip(sums.chunks_mut(group * nb)).zip(dsums.chunks_mut(group * nb)))
+                .map(|((x, q), ((d, s), ds))| (x, q, d, s, ds))
+                .collect();
+            self.pool.for_each_mut(&mut jobs, &|_, job| rows(job));
+        }
+        let by_block: &[BlockScales] = if packed {
+            let by_block = grow(by_block, nb * m);
+            for (b, column) in by_block.chunks_exact_mut(m).enumerate() {
+                for (r, t) in column.iter_mut().enumerate() {
+                    *t = BlockScales { d: d[r * nb + b], dsum: dsums[r * nb + b], sum: sums[r * nb + b] };
+                }
+            }
+            by_block
+        } else {
+            &[]
+        };
+        Acts { m, k, f32s: x, qs, d, dsums, by_block }
+    }
+}
