@@ -54,3 +54,8 @@ pub use dtype::{DType, DTypeInfo};
 pub use error::{Error, Result};
 pub use kv_cache::{KvCache, KvCacheConfig, KvDtype, SeqId};
 pub use matmul::{Layout, Weights, tiled::PackedWeights};
+
+/// The README's Rust blocks run as doctests, so its API screenful cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -24,8 +24,9 @@ use crate::{Error, Result};
 pub use storage::KvDtype;
 use storage::Pool;
 
-/// The largest head_dim an int8 cache takes: attention sums `head_dim` products of i16
-/// queries and int8 keys exactly in i32 (`512 · 32767 · 127 < 2³¹`).
+/// The largest head_dim an int8 cache takes: the int8 attention kernel quantizes each query
+/// row into a stack buffer of this size (Llama-family models use 64–256). Its exact integer
+/// score sums, at most `head_dim · 255 · 128`, stay far inside i32 at this size.
 pub const MAX_INT8_HEAD_DIM: usize = 512;
 
 /// Geometry and capacity of a cache.
@@ -97,7 +98,7 @@ impl KvCache {
             return invalid(format!("every dimension must be positive: {config:?}"));
         }
         if c.dtype == KvDtype::I8 && c.head_dim > MAX_INT8_HEAD_DIM {
-            return invalid(format!("an int8 cache takes head_dim ≤ {MAX_INT8_HEAD_DIM} (attention's exact integer sums would overflow), got {}", c.head_dim));
+            return invalid(format!("an int8 cache takes head_dim ≤ {MAX_INT8_HEAD_DIM} (the int8 attention kernel's query buffer), got {}", c.head_dim));
         }
         if c.n_blocks > u32::MAX as usize / 2 {
             return invalid(format!("n_blocks = {} is too many", c.n_blocks));
