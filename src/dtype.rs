@@ -7,19 +7,26 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum DType {
+    /// IEEE binary32.
     F32 = 0,
+    /// IEEE binary16.
     F16 = 1,
+    /// 32-element blocks: an f16 scale `d` and 32 4-bit values `q`, `x = d · (q − 8)` (18 bytes).
     Q4_0 = 2,
+    /// 32-element blocks: f16 scale `d` and minimum `m`, 32 4-bit values, `x = d · q + m` (20 bytes).
     Q4_1 = 3,
+    /// 32-element blocks: an f16 scale `d` and 32 int8 values, `x = d · q` (34 bytes).
     Q8_0 = 8,
     /// Activation-side format (8-bit values, scale and scaled sum); not used for weights.
     Q8_1 = 9,
+    /// bfloat16: the top half of an f32.
     BF16 = 30,
 }
 
 /// Static facts about a [`DType`].
 #[derive(Debug, Clone, Copy)]
 pub struct DTypeInfo {
+    /// Lower-case name as ggml spells it (`"q4_1"`), also what [`DType`]'s `FromStr` accepts.
     pub name: &'static str,
     /// Elements per block (1 for plain float formats).
     pub block_elems: usize,

@@ -7,22 +7,58 @@ use crate::DType;
 pub enum Error {
     /// Arguments whose sizes disagree, e.g. `x.len() != m * k`.
     #[error("{op}: shape mismatch: {detail}")]
-    Shape { op: &'static str, detail: String },
+    Shape {
+        /// The operation that refused, e.g. `"matmul"`.
+        op: &'static str,
+        /// What was expected and what was found.
+        detail: String,
+    },
     /// A length that must be a multiple of the format's block size is not.
     #[error("{op}: {what} = {len} is not a multiple of the {dtype} block size {block}")]
-    BlockAlign { op: &'static str, what: &'static str, len: usize, dtype: DType, block: usize },
+    BlockAlign {
+        /// The operation that refused.
+        op: &'static str,
+        /// Which length, e.g. `"k"`.
+        what: &'static str,
+        /// Its value.
+        len: usize,
+        /// The format whose blocks it must fill.
+        dtype: DType,
+        /// That format's elements per block.
+        block: usize,
+    },
     /// An input held NaN or an infinity where only finite values are accepted.
     #[error("{op}: input contains NaN or infinity")]
-    NonFinite { op: &'static str },
+    NonFinite {
+        /// The operation that refused.
+        op: &'static str,
+    },
     /// The operation does not support this storage format.
     #[error("{op}: unsupported dtype {dtype}")]
-    Unsupported { op: &'static str, dtype: DType },
+    Unsupported {
+        /// The operation that refused.
+        op: &'static str,
+        /// The format it was given.
+        dtype: DType,
+    },
     /// An instruction-set level was requested that this CPU (or build) does not have.
     #[error("ISA {requested} requested ({source_of_request}) but this CPU supports at most {best}")]
-    IsaUnavailable { requested: String, source_of_request: &'static str, best: String },
-    /// An environment variable or argument that could not be parsed.
+    IsaUnavailable {
+        /// The level asked for.
+        requested: String,
+        /// Who asked: an environment variable or a function, e.g. `"SPARQ_REQUIRE_ISA"`.
+        source_of_request: &'static str,
+        /// The most capable level this CPU has.
+        best: String,
+    },
+    /// An environment variable, argument or configuration that is not acceptable.
     #[error("invalid {what}: {detail}")]
-    Invalid { what: &'static str, detail: String },
+    Invalid {
+        /// What was invalid, e.g. `"sampler"` or `"SPARQ_MAX_ISA"`.
+        what: &'static str,
+        /// Why, with the value found.
+        detail: String,
+    },
     /// A GGUF file that is malformed, truncated, or uses something sparq does not support.
     #[error("GGUF: {0}")]
     Gguf(String),

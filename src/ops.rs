@@ -83,6 +83,7 @@ impl Rope {
         Rope { head_dim, cos, sin }
     }
 
+    /// Positions the tables cover: [`Rope::apply`] refuses positions at or past this.
     pub fn max_pos(&self) -> usize {
         self.cos.len() / (self.head_dim / 2).max(1)
     }

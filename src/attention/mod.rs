@@ -19,8 +19,11 @@ use crate::{Error, Result};
 /// What attention computes, besides the data.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttnParams {
+    /// Query heads.
     pub n_heads: usize,
+    /// Key/value heads: divides `n_heads` (equal: multi-head; fewer: grouped-query; 1: multi-query).
     pub n_kv_heads: usize,
+    /// Elements per head, for queries, keys and values alike.
     pub head_dim: usize,
     /// Multiplies `q · k` (usually `1 / √head_dim`).
     pub scale: f32,

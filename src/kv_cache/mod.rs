@@ -32,8 +32,11 @@ pub const MAX_INT8_HEAD_DIM: usize = 512;
 /// Geometry and capacity of a cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvCacheConfig {
+    /// Transformer layers: each has its own keys and values.
     pub n_layers: usize,
+    /// Key/value heads per layer.
     pub n_kv_heads: usize,
+    /// Elements per head (at most [`MAX_INT8_HEAD_DIM`] for an int8 cache).
     pub head_dim: usize,
     /// Tokens per block: 16 or 32.
     pub block_size: usize,
@@ -41,6 +44,7 @@ pub struct KvCacheConfig {
     pub n_blocks: usize,
     /// The longest sequence allowed (the model's context length).
     pub max_seq_len: usize,
+    /// How elements are stored.
     pub dtype: KvDtype,
 }
 
@@ -115,6 +119,7 @@ impl KvCache {
         })
     }
 
+    /// The geometry this cache was made with.
     pub fn config(&self) -> &KvCacheConfig {
         &self.config
     }

@@ -27,7 +27,9 @@ use half::slice::HalfFloatSliceExt;
 /// How keys and values are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KvDtype {
+    /// f32, exact.
     F32,
+    /// IEEE f16 (round to nearest): relative error ≤ 2⁻¹¹ per element, as llama.cpp's default.
     F16,
     /// Symmetric int8 with one f32 scale per token and head: `x ≈ scale · q`,
     /// `scale = max|x| / 127`, `q = round(x / scale)`, so `|x − x̂| ≤ max|x| / 254` per element.
@@ -35,6 +37,7 @@ pub enum KvDtype {
 }
 
 impl KvDtype {
+    /// Every storage type.
     pub const ALL: [KvDtype; 3] = [KvDtype::F32, KvDtype::F16, KvDtype::I8];
 
     /// Bytes per stored element.
@@ -45,6 +48,7 @@ impl KvDtype {
             KvDtype::I8 => 1,
         }
     }
+    /// The name `--kv` and `FromStr` take (`"f16"`).
     pub const fn name(self) -> &'static str {
         match self {
             KvDtype::F32 => "f32",

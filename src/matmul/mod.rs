@@ -89,6 +89,7 @@ pub enum Layout {
 }
 
 impl Layout {
+    /// A short lower-case name (`"rows"`, `"tiled"`).
     pub const fn name(self) -> &'static str {
         match self {
             Layout::Rows => "rows",
@@ -155,12 +156,15 @@ impl<'a> Weights<'a> {
         }
     }
 
+    /// The values' format.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
+    /// Rows: output features.
     pub fn n(&self) -> usize {
         self.n
     }
+    /// Elements per row: input features.
     pub fn k(&self) -> usize {
         self.k
     }

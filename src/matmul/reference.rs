@@ -16,7 +16,9 @@ use crate::quant::{self, BlockQ4_0, BlockQ4_1, QK, float::f16_le, quantize_q8_re
 /// Reference output: `y` (m × n) and the per-output magnitude `Σ |terms|` (m × n).
 #[derive(Debug, Clone)]
 pub struct RefOutput {
+    /// (m, n) the products in f64.
     pub y: Vec<f64>,
+    /// (m, n) `Σ |terms|` of each product: the scale its rounding error is bounded against.
     pub magnitude: Vec<f64>,
 }
 

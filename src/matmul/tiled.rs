@@ -207,6 +207,7 @@ impl PackedWeights {
         self.mats.len()
     }
 
+    /// Whether this holds no matrix.
     pub fn is_empty(&self) -> bool {
         self.mats.is_empty()
     }

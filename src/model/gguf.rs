@@ -17,19 +17,33 @@ const MAX_DEPTH: usize = 4;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
+/// GGUF's value types, one variant each (type ids 0–12).
 pub enum Value {
+    /// GGUF `u8`.
     U8(u8),
+    /// GGUF `i8`.
     I8(i8),
+    /// GGUF `u16`.
     U16(u16),
+    /// GGUF `i16`.
     I16(i16),
+    /// GGUF `u32`.
     U32(u32),
+    /// GGUF `i32`.
     I32(i32),
+    /// GGUF `u64`.
     U64(u64),
+    /// GGUF `i64`.
     I64(i64),
+    /// GGUF `f32`.
     F32(f32),
+    /// GGUF `f64`.
     F64(f64),
+    /// GGUF `bool`.
     Bool(bool),
+    /// A UTF-8 string.
     String(String),
+    /// An array of values of one type (checked when read).
     Array(Vec<Value>),
 }
 
@@ -48,6 +62,7 @@ impl Value {
             _ => None,
         }
     }
+    /// Either float type, or any integer, as f64.
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
             Value::F32(v) => Some(v as f64),
@@ -55,12 +70,14 @@ impl Value {
             _ => self.as_u64().map(|v| v as f64),
         }
     }
+    /// The string, if this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
             _ => None,
         }
     }
+    /// The elements, if this is an array.
     pub fn as_array(&self) -> Option<&[Value]> {
         match self {
             Value::Array(a) => Some(a),
@@ -72,16 +89,20 @@ impl Value {
 /// Where a tensor lies and what it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorInfo {
+    /// The tensor's name, e.g. `blk.0.attn_q.weight`.
     pub name: String,
     /// GGUF order: `dims[0]` is the contiguous one (ggml's `ne0`).
     pub dims: Vec<usize>,
+    /// Its storage format.
     pub dtype: DType,
     /// Byte offset inside the file.
     pub offset: usize,
+    /// Its length in bytes (checked to lie inside the file).
     pub bytes: usize,
 }
 
 impl TensorInfo {
+    /// Elements: the product of the dims.
     pub fn elements(&self) -> usize {
         self.dims.iter().product()
     }
@@ -288,10 +309,12 @@ impl Gguf {
         Ok(Gguf { bytes, version, metadata, tensors, by_name })
     }
 
+    /// The file's GGUF version (2 or 3).
     pub fn version(&self) -> u32 {
         self.version
     }
 
+    /// Every metadata key and value.
     pub fn metadata(&self) -> &HashMap<String, Value> {
         &self.metadata
     }
@@ -308,10 +331,12 @@ impl Gguf {
         }
     }
 
+    /// The tensor called `name`; an error naming it if there is none.
     pub fn tensor_info(&self, name: &str) -> Result<&TensorInfo> {
         self.by_name.get(name).map(|&i| &self.tensors[i]).ok_or_else(|| Error::Gguf(format!("tensor {name:?} not found")))
     }
 
+    /// The position of the tensor called `name` in [`Gguf::tensors`].
     pub fn tensor_index(&self, name: &str) -> Result<usize> {
         self.by_name.get(name).copied().ok_or_else(|| Error::Gguf(format!("tensor {name:?} not found")))
     }
@@ -328,6 +353,7 @@ impl Gguf {
         Ok((t, &self.data()[t.offset..t.offset + t.bytes]))
     }
 
+    /// A metadata value, if present.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.get(key)
     }
@@ -345,6 +371,7 @@ impl Gguf {
         self.get(key).and_then(Value::as_f64).ok_or_else(|| Error::Gguf(format!("metadata {key:?} missing or not a number")))
     }
 
+    /// A required string metadata value.
     pub fn get_str(&self, key: &str) -> Result<&str> {
         self.get(key).and_then(Value::as_str).ok_or_else(|| Error::Gguf(format!("metadata {key:?} missing or not a string")))
     }

@@ -15,6 +15,7 @@ pub struct GgufWriter {
 }
 
 impl GgufWriter {
+    /// An empty file: add metadata and tensors, then write it.
     pub fn new() -> GgufWriter {
         GgufWriter::default()
     }

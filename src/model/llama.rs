@@ -13,16 +13,25 @@ use std::path::Path;
 /// The hyper-parameters, read from GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// Transformer blocks.
     pub n_layers: usize,
+    /// The residual stream's width (embedding length).
     pub dim: usize,
+    /// The feed-forward block's inner width.
     pub hidden_dim: usize,
+    /// Query heads.
     pub n_heads: usize,
+    /// Key/value heads (fewer than `n_heads`: grouped-query attention).
     pub n_kv_heads: usize,
+    /// Elements per head.
     pub head_dim: usize,
+    /// Tokens in the vocabulary: the logits' length.
     pub vocab_size: usize,
     /// The longest sequence the model was trained for.
     pub context_length: usize,
+    /// RoPE's frequency base (`rope.freq_base`).
     pub rope_base: f64,
+    /// RMSNorm's epsilon.
     pub norm_eps: f32,
 }
 
@@ -106,6 +115,7 @@ struct Layer {
 /// any number of [`Session`]s (it is `Sync`).
 #[derive(Debug)]
 pub struct Llama {
+    /// The geometry read from the file.
     pub config: Config,
     gguf: Gguf,
     /// (vocab_size, dim)
@@ -206,6 +216,7 @@ impl Llama {
         if self.packed.is_empty() { WeightLayout::Mapped } else { WeightLayout::Tiled }
     }
 
+    /// The file the model was loaded from (metadata, tokenizer tables, the mapped tensors).
     pub fn gguf(&self) -> &Gguf {
         &self.gguf
     }

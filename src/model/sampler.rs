@@ -11,6 +11,7 @@ use crate::{Error, Result};
 /// and benchmarks); [`SamplerConfig::chat`] is what a chat tool wants.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplerConfig {
+    /// Divides the surviving logits before the draw (0 = greedy: the arg-max, no filters).
     pub temperature: f32,
     /// Keep only the `top_k` most likely tokens (0 = all).
     pub top_k: usize,
@@ -21,7 +22,9 @@ pub struct SamplerConfig {
     /// llama.cpp's rule: logits of tokens seen in the last `repeat_window` are divided by the
     /// penalty when positive, multiplied when negative (1 = off).
     pub repeat_penalty: f32,
+    /// How many of the most recent tokens the penalty looks at.
     pub repeat_window: usize,
+    /// Seeds the sampler's random numbers: the same seed, logits and history give the same tokens.
     pub seed: u64,
 }
 
@@ -56,6 +59,8 @@ pub struct Sampler {
 
 impl Sampler {
     #[allow(clippy::nonminimal_bool, reason = "negated comparisons on purpose: NaN fails every one of them")]
+    /// A sampler with `config`, checked: an error unless `temperature ≥ 0`, `0 < top_p ≤ 1`,
+    /// `0 ≤ min_p ≤ 1` and `repeat_penalty > 0`, all finite.
     pub fn new(config: SamplerConfig) -> Result<Sampler> {
         let c = &config;
         if !(c.temperature >= 0.0 && c.temperature.is_finite())

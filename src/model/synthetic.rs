@@ -76,10 +76,12 @@ pub fn synthetic_llama(c: &Config, dtype: DType, embd_dtype: DType, seed: u64) -
 pub struct Uniform(u64);
 
 impl Uniform {
+    /// A generator seeded with `seed` (any value, 0 included).
     pub fn new(seed: u64) -> Uniform {
         Uniform(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
+    /// The next number, uniform in [-1, 1).
     pub fn next_f32(&mut self) -> f32 {
         let s = &mut self.0;
         *s ^= *s << 13;

@@ -15,6 +15,7 @@ pub const QK: usize = 32;
 
 /// A block format with a reference quantizer and dequantizer.
 pub trait QuantBlock: Pod {
+    /// The format this block is.
     const DTYPE: DType;
     /// ggml's `quantize_row_*_ref` for one block.
     fn quantize_ref(x: &[f32; QK]) -> Self;
@@ -26,7 +27,9 @@ pub trait QuantBlock: Pod {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct BlockQ8_0 {
+    /// The scale `d`: an f16's little-endian bytes.
     pub d: [u8; 2],
+    /// The 32 values.
     pub qs: [i8; QK],
 }
 
@@ -34,8 +37,11 @@ pub struct BlockQ8_0 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct BlockQ8_1 {
+    /// The scale `d`: an f16's little-endian bytes.
     pub d: [u8; 2],
+    /// `d · Σq`: an f16's little-endian bytes.
     pub s: [u8; 2],
+    /// The 32 values.
     pub qs: [i8; QK],
 }
 
@@ -43,7 +49,9 @@ pub struct BlockQ8_1 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct BlockQ4_0 {
+    /// The scale `d`: an f16's little-endian bytes.
     pub d: [u8; 2],
+    /// The 32 values as nibbles, two per byte.
     pub qs: [u8; QK / 2],
 }
 
@@ -51,8 +59,11 @@ pub struct BlockQ4_0 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct BlockQ4_1 {
+    /// The scale `d`: an f16's little-endian bytes.
     pub d: [u8; 2],
+    /// The minimum `m`: an f16's little-endian bytes.
     pub m: [u8; 2],
+    /// The 32 values as nibbles, two per byte.
     pub qs: [u8; QK / 2],
 }
 

@@ -21,8 +21,10 @@ pub enum Isa {
 }
 
 impl Isa {
+    /// Every level, least capable first.
     pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni];
 
+    /// The name `SPARQ_MAX_ISA` / `SPARQ_REQUIRE_ISA` and `FromStr` take (`"avx2"`).
     pub const fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",

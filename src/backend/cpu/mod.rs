@@ -62,10 +62,12 @@ impl Cpu {
         Ok(Cpu { kernels, pool })
     }
 
+    /// The level this `Cpu` runs.
     pub fn isa(&self) -> Isa {
         self.kernels.isa
     }
 
+    /// Threads an operation runs on (the caller's included).
     pub fn threads(&self) -> usize {
         self.pool.threads()
     }
