@@ -6,6 +6,29 @@
 //! and values the caller has already written: query `i` sits at position `len − n_q + i` and sees
 //! keys `max(0, pos − window + 1) ..= pos`.
 //!
+//! ```
+//! use sparq::{AttnParams, AttnScratch, Cpu, KvCache, KvCacheConfig, KvDtype};
+//! // One layer, 2 KV heads of 64 (GQA: 8 query heads), up to 256 tokens in 16-token blocks.
+//! let (n_heads, n_kv_heads, head_dim) = (8, 2, 64);
+//! let config = KvCacheConfig { n_layers: 1, n_kv_heads, head_dim, block_size: 16, n_blocks: 16, max_seq_len: 256, dtype: KvDtype::F16 };
+//! let mut cache = KvCache::new(config)?;
+//! let seq = cache.new_sequence();
+//! for pos in cache.append(seq, 3)? {
+//!     // (n_kv_heads, head_dim) keys and values of token `pos`, normally from the K/V projections.
+//!     let kv = vec![0.1 * pos as f32; n_kv_heads * head_dim];
+//!     cache.write(seq, 0, pos, &kv, &kv)?;
+//! }
+//! // Decode: the last token's query, (1, n_heads, head_dim), attends to all 3 positions.
+//! let q = vec![0.5f32; n_heads * head_dim];
+//! let mut out = vec![0f32; q.len()];
+//! let cpu = Cpu::new(2)?;
+//! let p = AttnParams::new(n_heads, n_kv_heads, head_dim);
+//! cpu.attention_decode(&cache, 0, &[seq], &q, &mut out, &p, &mut AttnScratch::default())?;
+//! // Every value row was 0.1·pos, so the output is a convex mix of 0.0, 0.1 and 0.2.
+//! assert!(out.iter().all(|&o| (0.0..=0.2001).contains(&o)));
+//! # Ok::<(), sparq::Error>(())
+//! ```
+//!
 //! This module holds what every backend shares: [`AttnParams`], the shape checks and the
 //! reference ([`mod@reference`]). The CPU's ops are `Cpu::attention_prefill` and
 //! `Cpu::attention_decode` (`backend/cpu/attention.rs`: tasks, kernels, the log-sum-exp merge).
