@@ -15,7 +15,7 @@
 pub mod reference;
 pub mod tiled;
 
-use crate::backend::cpu::kernels::WeightView;
+use crate::backend::cpu::kernels::{TiledRows, WeightRows};
 use crate::error::{check_finite, shape_err};
 use crate::{DType, Error, Result};
 
@@ -177,12 +177,15 @@ impl<'a> Weights<'a> {
         self.dtype.bytes_for(self.k).expect("validated in Weights::new")
     }
 
-    /// What the kernels read: the bytes with their stride (per row, or per tile).
-    pub(crate) fn view(&self) -> WeightView<'a> {
-        let stride = match self.layout {
-            Layout::Rows => self.row_bytes(),
-            Layout::Tiled => tiled::tile_stride(self.dtype, self.k),
-        };
-        WeightView { bytes: self.bytes, k: self.k, stride }
+    /// The GGUF rows as the row and panel kernels read them.
+    pub(crate) fn rows(&self) -> WeightRows<'a> {
+        debug_assert_eq!(self.layout, Layout::Rows);
+        WeightRows { bytes: self.bytes, k: self.k, row_bytes: self.row_bytes() }
+    }
+
+    /// The tiles as the tile kernels read them.
+    pub(crate) fn tiles(&self) -> TiledRows<'a> {
+        debug_assert_eq!(self.layout, Layout::Tiled);
+        TiledRows { bytes: self.bytes, k: self.k, tile_stride: tiled::tile_stride(self.dtype, self.k) }
     }
 }

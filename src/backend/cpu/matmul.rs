@@ -88,15 +88,11 @@ impl Cpu {
         }
         let kernels = self.kernels;
         // Every format × layout that passes `Weights`' constructors has an entry at m = 1 on
-        // every level (tests/matmul.rs and tests/tiled.rs run them all), so a miss is a bug.
-        let mut chosen: [Option<&MatmulKernel>; MAX_PARTS] = [None; MAX_PARTS];
-        for (c, w) in chosen.iter_mut().zip(ws) {
-            *c = Some(kernels.matmul(w.dtype(), w.layout(), m).expect("a kernel for every weight format and layout"));
-        }
-        let chosen = &chosen[..ws.len()];
+        // every level (a unit test checks the tables), so a miss is a bug.
+        let chosen: [Option<&MatmulKernel>; MAX_PARTS] =
+            std::array::from_fn(|i| ws.get(i).map(|w| kernels.matmul(w.dtype(), w.layout(), m).expect("a kernel for every weight format and layout")));
         let quantized = ws.iter().any(|w| w.dtype().is_block_quantized());
-        // The panel and tile kernels read block scales block-major; the row kernels do not.
-        let by_block = ws.iter().zip(chosen).any(|(w, c)| w.dtype().is_block_quantized() && c.is_some_and(|c| c.cols_unit > 1));
+        let by_block = ws.iter().zip(chosen.iter().flatten()).any(|(w, c)| w.dtype().is_block_quantized() && c.block_major_scales);
         let Scratch { qs, d, sums, dsums, by_block: by_block_buf, panels, .. } = scratch;
         let acts = if quantized { self.quantize(x, m, k, qs, d, sums, dsums, by_block_buf, by_block) } else { Acts::float(x, m, k) };
 
@@ -140,7 +136,7 @@ impl Cpu {
                     // only come from `PackedWeights`, sized by `tiled::tiled_len`), and the
                     // task's columns start on a multiple of `unit`, itself a multiple of the
                     // kernel's `cols_unit`.
-                    unsafe { (kernel.run)(w.view(), acts, &out, buf) };
+                    unsafe { (kernel.run)(w, acts, &out, buf) };
                 }
                 if swiglu {
                     let [Some(gate), Some(up)] = [&outputs[0], &outputs[1]] else { unreachable!("two outputs") };

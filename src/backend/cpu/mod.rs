@@ -5,7 +5,7 @@
 //! [`Isa::selected`] picks the best level this CPU supports, capped by `SPARQ_MAX_ISA` and
 //! checked against `SPARQ_REQUIRE_ISA` (`isa.rs`). `Kernels::for_isa` is the one place that maps
 //! a level to code: each level's table holds `#[target_feature]` entry points stamped by
-//! `isa_entry_points!`, each a three-line wrapper instantiating a generic kernel body (in
+//! `isa_entry_points!`, each a few-line wrapper instantiating a generic kernel body (in
 //! `kernels/`) with that level's SIMD token (in `simd/`).
 
 mod attention;
@@ -22,11 +22,12 @@ pub use isa::{Isa, isa_report};
 pub use matmul::Scratch;
 
 use crate::kv_cache::KvDtype;
-use crate::matmul::Layout;
+use crate::matmul::tiled::TILE;
+use crate::matmul::{Layout, PANEL_MIN_M, Weights};
 use crate::{DType, Error, Result};
 use kernels::attend::{AttnRows, KvSpan};
 use kernels::quant_panel::PanelBuf;
-use kernels::{Acts, TaskOut, WeightView};
+use kernels::{Acts, TaskOut};
 use pool::WorkerPool;
 
 /// CPU execution: a kernel table for one instruction-set level and a pool of threads that
@@ -84,9 +85,10 @@ impl Cpu {
 /// Quantizes one activation row: `x` (k) → `qs` (k), `d`, `sums`, `dsums` (k / 32).
 pub(crate) type QuantizeFn = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [i32], &mut [f32]);
 
-/// Computes one task's output columns of `y = x · wᵀ` (validated shapes; the columns start on
-/// a multiple of the entry's `cols_unit`). Row and panel kernels ignore what they do not use.
-pub(crate) type MatmulFn = unsafe fn(WeightView, Acts, &TaskOut, &mut PanelBuf);
+/// Computes one task's output columns of `y = x · wᵀ` (validated shapes, weights in the entry's
+/// format and layout; the columns start on a multiple of the entry's `cols_unit`). Row kernels
+/// ignore the panel buffer.
+pub(crate) type MatmulFn = unsafe fn(&Weights, Acts, &TaskOut, &mut PanelBuf);
 
 /// One matmul kernel of a level's table, named by what it multiplies.
 pub(crate) struct MatmulKernel {
@@ -99,7 +101,25 @@ pub(crate) struct MatmulKernel {
     pub min_m: usize,
     /// Tasks split the output columns in multiples of this (a tile, a panel, one row).
     pub cols_unit: usize,
+    /// Whether the kernel reads integer activations' block scales block-major
+    /// (`Acts::by_block`), which the product then builds once per call.
+    pub block_major_scales: bool,
     pub run: MatmulFn,
+}
+
+impl MatmulKernel {
+    /// A row kernel: any `m`, one output column at a time, scales read per row.
+    const fn rows(format: DType, run: MatmulFn) -> MatmulKernel {
+        MatmulKernel { format, layout: Layout::Rows, min_m: 1, cols_unit: 1, block_major_scales: false, run }
+    }
+    /// A packed-panel kernel over GGUF rows: from `PANEL_MIN_M` rows, `lanes` columns a panel.
+    const fn panels(format: DType, lanes: usize, run: MatmulFn) -> MatmulKernel {
+        MatmulKernel { format, layout: Layout::Rows, min_m: PANEL_MIN_M, cols_unit: lanes, block_major_scales: true, run }
+    }
+    /// A tile kernel: any `m`, whole tiles of the tiled layout.
+    const fn tiles(format: DType, run: MatmulFn) -> MatmulKernel {
+        MatmulKernel { format, layout: Layout::Tiled, min_m: 1, cols_unit: TILE, block_major_scales: true, run }
+    }
 }
 
 /// Folds a run of KV blocks into a task's attention rows.
@@ -170,8 +190,9 @@ impl Kernels {
 /// `Kernels::for_isa` returns only for supported levels.
 ///
 /// The matmul entry points are generic over the format (one per kernel family); each line of
-/// `matmul` names a (format, layout, smallest m) and the instance that serves it. Adding a
-/// format or a layout to a family is one line there.
+/// `MATMUL` names a format, the family (whose constructor sets the layout, the smallest `m`,
+/// the column unit and the scale order) and the instance that serves it. Adding a format to a
+/// family is one line there; a new layout is a new family.
 macro_rules! isa_entry_points {
     ($module:ident, $isa:expr, $lanes:expr, $mr:literal, $token:expr, $($attr:meta),*) => {
         mod $module {
@@ -179,30 +200,29 @@ macro_rules! isa_entry_points {
             use super::kernels::quant_rows::{BlockPath, RowDot, WidePath};
             use super::kernels::{attend, float_panel, float_rows, math, quant_panel, quant_rows, quant_tiles, quantize};
             use super::*;
-            use crate::matmul::{PANEL_MIN_M, tiled::TILE};
 
             $(#[$attr])*
             unsafe fn quantize_row(x: &[f32], qs: &mut [i8], d: &mut [f32], sums: &mut [i32], dsums: &mut [f32]) {
                 quantize::quantize_row($token, x, qs, d, sums, dsums)
             }
             $(#[$attr])*
-            unsafe fn float_rows<W: FloatFormat>(w: WeightView, x: Acts, out: &TaskOut, _: &mut PanelBuf) {
+            unsafe fn float_rows<W: FloatFormat>(w: &Weights, x: Acts, out: &TaskOut, _: &mut PanelBuf) {
                 float_rows::rows::<_, W>($token, w.rows(), x, out)
             }
             $(#[$attr])*
-            unsafe fn float_panels<W: FloatFormat>(w: WeightView, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+            unsafe fn float_panels<W: FloatFormat>(w: &Weights, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
                 float_panel::panels::<_, W, $mr>($token, w.rows(), x, out, buf)
             }
             $(#[$attr])*
-            unsafe fn quant_rows<Q: QuantFormat, P: RowDot<Q>>(w: WeightView, x: Acts, out: &TaskOut, _: &mut PanelBuf) {
+            unsafe fn quant_rows<Q: QuantFormat, P: RowDot<Q>>(w: &Weights, x: Acts, out: &TaskOut, _: &mut PanelBuf) {
                 quant_rows::rows::<_, Q, P>($token, w.rows(), x, out)
             }
             $(#[$attr])*
-            unsafe fn quant_panels<Q: QuantFormat>(w: WeightView, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+            unsafe fn quant_panels<Q: QuantFormat>(w: &Weights, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
                 quant_panel::panels::<_, Q, $mr>($token, w.rows(), x, out, buf)
             }
             $(#[$attr])*
-            unsafe fn quant_tiles<Q: QuantFormat>(w: WeightView, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+            unsafe fn quant_tiles<Q: QuantFormat>(w: &Weights, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
                 quant_tiles::tiles::<_, Q, $mr>($token, w.tiles(), x, out, buf)
             }
             $(#[$attr])*
@@ -227,27 +247,23 @@ macro_rules! isa_entry_points {
                 math::silu_mul($token, gate, up)
             }
 
-            const fn entry(format: DType, layout: Layout, min_m: usize, cols_unit: usize, run: MatmulFn) -> MatmulKernel {
-                MatmulKernel { format, layout, min_m, cols_unit, run }
-            }
-
             #[rustfmt::skip]
             static MATMUL: [MatmulKernel; 15] = [
-                entry(DType::F32,  Layout::Rows,  1,           1,      float_rows::<F32>),
-                entry(DType::F16,  Layout::Rows,  1,           1,      float_rows::<F16>),
-                entry(DType::BF16, Layout::Rows,  1,           1,      float_rows::<Bf16>),
-                entry(DType::Q8_0, Layout::Rows,  1,           1,      quant_rows::<Q8_0, BlockPath>),
-                entry(DType::Q4_0, Layout::Rows,  1,           1,      quant_rows::<Q4_0, WidePath>),
-                entry(DType::Q4_1, Layout::Rows,  1,           1,      quant_rows::<Q4_1, WidePath>),
-                entry(DType::F32,  Layout::Rows,  PANEL_MIN_M, $lanes, float_panels::<F32>),
-                entry(DType::F16,  Layout::Rows,  PANEL_MIN_M, $lanes, float_panels::<F16>),
-                entry(DType::BF16, Layout::Rows,  PANEL_MIN_M, $lanes, float_panels::<Bf16>),
-                entry(DType::Q8_0, Layout::Rows,  PANEL_MIN_M, $lanes, quant_panels::<Q8_0>),
-                entry(DType::Q4_0, Layout::Rows,  PANEL_MIN_M, $lanes, quant_panels::<Q4_0>),
-                entry(DType::Q4_1, Layout::Rows,  PANEL_MIN_M, $lanes, quant_panels::<Q4_1>),
-                entry(DType::Q8_0, Layout::Tiled, 1,           TILE,   quant_tiles::<Q8_0>),
-                entry(DType::Q4_0, Layout::Tiled, 1,           TILE,   quant_tiles::<Q4_0>),
-                entry(DType::Q4_1, Layout::Tiled, 1,           TILE,   quant_tiles::<Q4_1>),
+                MatmulKernel::rows(DType::F32,  float_rows::<F32>),
+                MatmulKernel::rows(DType::F16,  float_rows::<F16>),
+                MatmulKernel::rows(DType::BF16, float_rows::<Bf16>),
+                MatmulKernel::rows(DType::Q8_0, quant_rows::<Q8_0, BlockPath>),
+                MatmulKernel::rows(DType::Q4_0, quant_rows::<Q4_0, WidePath>),
+                MatmulKernel::rows(DType::Q4_1, quant_rows::<Q4_1, WidePath>),
+                MatmulKernel::panels(DType::F32,  $lanes, float_panels::<F32>),
+                MatmulKernel::panels(DType::F16,  $lanes, float_panels::<F16>),
+                MatmulKernel::panels(DType::BF16, $lanes, float_panels::<Bf16>),
+                MatmulKernel::panels(DType::Q8_0, $lanes, quant_panels::<Q8_0>),
+                MatmulKernel::panels(DType::Q4_0, $lanes, quant_panels::<Q4_0>),
+                MatmulKernel::panels(DType::Q4_1, $lanes, quant_panels::<Q4_1>),
+                MatmulKernel::tiles(DType::Q8_0, quant_tiles::<Q8_0>),
+                MatmulKernel::tiles(DType::Q4_0, quant_tiles::<Q4_0>),
+                MatmulKernel::tiles(DType::Q4_1, quant_tiles::<Q4_1>),
             ];
 
             pub(super) static TABLE: Kernels = Kernels {

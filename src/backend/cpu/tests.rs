@@ -232,11 +232,11 @@ fn matmul_table_covers_every_format_and_layout_once() {
         for format in DType::WEIGHTS {
             for m in 1..PANEL_MIN_M + 2 {
                 let e = k.matmul(format, Layout::Rows, m).unwrap_or_else(|| panic!("{isa}: no {format} rows kernel at m = {m}"));
-                let want = if m >= PANEL_MIN_M { (PANEL_MIN_M, lanes) } else { (1, 1) };
-                assert_eq!((e.min_m, e.cols_unit), want, "{isa} {format} rows m = {m}");
+                let want = if m >= PANEL_MIN_M { (PANEL_MIN_M, lanes, true) } else { (1, 1, false) };
+                assert_eq!((e.min_m, e.cols_unit, e.block_major_scales), want, "{isa} {format} rows m = {m}");
                 let tiles = k.matmul(format, Layout::Tiled, m);
                 assert_eq!(tiles.is_some(), tiled::can_tile(format), "{isa} {format} tiled m = {m}");
-                assert!(tiles.is_none_or(|e| e.cols_unit == tiled::TILE));
+                assert!(tiles.is_none_or(|e| e.cols_unit == tiled::TILE && e.block_major_scales));
             }
             assert!(k.matmul(format, Layout::Rows, 0).is_none(), "m = 0 never reaches a kernel");
         }

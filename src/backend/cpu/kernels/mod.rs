@@ -79,24 +79,6 @@ impl<'a> Acts<'a> {
     }
 }
 
-/// A weight matrix as the kernel table passes it: `bytes` in the kernel's layout, `stride`
-/// bytes per row (GGUF rows) or per tile (tiled). Each entry point takes the view its body reads.
-#[derive(Clone, Copy)]
-pub(crate) struct WeightView<'a> {
-    pub bytes: &'a [u8],
-    pub k: usize,
-    pub stride: usize,
-}
-
-impl<'a> WeightView<'a> {
-    pub fn rows(self) -> WeightRows<'a> {
-        WeightRows { bytes: self.bytes, k: self.k, row_bytes: self.stride }
-    }
-    pub fn tiles(self) -> TiledRows<'a> {
-        TiledRows { bytes: self.bytes, k: self.k, tile_stride: self.stride }
-    }
-}
-
 /// Weights as the kernels see them: `n` rows of `k` elements in a GGUF layout, `row_bytes` each.
 #[derive(Clone, Copy)]
 pub(crate) struct WeightRows<'a> {
