@@ -48,6 +48,7 @@ pub mod matmul;
 pub mod model;
 pub mod ops;
 pub mod quant;
+pub mod sparse;
 
 pub use attention::AttnParams;
 pub use backend::cpu::{AttnScratch, Cpu, Isa, Scratch, isa_report};

@@ -31,7 +31,7 @@ proptest! {
         let packed = PackedWeights::pack(&[plain], 2).unwrap();
         let tiled = packed.get(0).unwrap();
         prop_assert_eq!(tiled.layout(), sparq::matmul::Layout::Tiled);
-        prop_assert_eq!(&*tiled.gguf_bytes(), &bytes[..], "unpack(pack(w)) == w");
+        prop_assert_eq!(&*tiled.gguf_bytes().unwrap(), &bytes[..], "unpack(pack(w)) == w");
         let reference = matmul_q8_f64(&plain, &x, m);
         for cpu in cpus() {
             compare(cpu, &tiled, &x, m, &reference).map_err(TestCaseError::fail)?;

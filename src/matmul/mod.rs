@@ -69,6 +69,14 @@ pub(crate) fn check_swiglu(gate: &Weights, up: &Weights, x: &[f32], m: usize, y:
     check_finite(OP, &[x])
 }
 
+/// An activation-sparse product's threshold: finite and `≥ 0`.
+pub(crate) fn check_threshold(threshold: f32) -> Result<()> {
+    if !(threshold.is_finite() && threshold >= 0.0) {
+        return Err(Error::Invalid { what: "threshold", detail: format!("an activation-sparsity threshold must be finite and ≥ 0, got {threshold}") });
+    }
+    Ok(())
+}
+
 /// `gate = silu(gate) · up` in place: equal lengths.
 pub(crate) fn check_gating(gate: &[f32], up: &[f32]) -> Result<()> {
     if gate.len() != up.len() {
@@ -86,14 +94,20 @@ pub enum Layout {
     Rows,
     /// sparq's 16-row tiles ([`tiled`]); only [`PackedWeights`](tiled::PackedWeights) makes them.
     Tiled,
+    /// The transpose in GGUF rows: `k` rows, one per input feature, each its `n` weights (one
+    /// per output) as a run of the format's blocks. A product then reads only the rows of the
+    /// inputs that are nonzero (activation sparsity); only
+    /// [`InputMajorWeights`](crate::sparse::InputMajorWeights) makes them.
+    InputMajor,
 }
 
 impl Layout {
-    /// A short lower-case name (`"rows"`, `"tiled"`).
+    /// A short lower-case name (`"rows"`, `"tiled"`, `"input-major"`).
     pub const fn name(self) -> &'static str {
         match self {
             Layout::Rows => "rows",
             Layout::Tiled => "tiled",
+            Layout::InputMajor => "input-major",
         }
     }
 }
@@ -143,17 +157,48 @@ impl<'a> Weights<'a> {
         Weights { dtype, layout: Layout::Tiled, n, k, bytes }
     }
 
+    /// A view of a matrix in [`Layout::InputMajor`] (only
+    /// [`InputMajorWeights`](crate::sparse::InputMajorWeights) makes these, validated).
+    pub(crate) fn input_major(dtype: DType, n: usize, k: usize, bytes: &'a [u8]) -> Self {
+        debug_assert_eq!(Some(bytes.len()), k.checked_mul(n).and_then(|e| dtype.bytes_for(e)));
+        Weights { dtype, layout: Layout::InputMajor, n, k, bytes }
+    }
+
     /// How [`Weights::bytes`] are arranged.
     pub fn layout(&self) -> Layout {
         self.layout
     }
 
-    /// The matrix in GGUF layout: borrowed, or unpacked from another layout.
-    pub fn gguf_bytes(&self) -> std::borrow::Cow<'a, [u8]> {
+    /// The matrix in GGUF layout: borrowed, or unpacked from the tiled layout. `None` for
+    /// [`Layout::InputMajor`], whose blocks run along the other axis (its bytes are the
+    /// transpose's blocks, [`crate::sparse::transpose_gguf_rows`]; [`Weights::dequantize`]
+    /// gives the values).
+    pub fn gguf_bytes(&self) -> Option<std::borrow::Cow<'a, [u8]>> {
         match self.layout {
-            Layout::Rows => self.bytes.into(),
-            Layout::Tiled => tiled::unpack(self.dtype, self.n, self.k, self.bytes).into(),
+            Layout::Rows => Some(self.bytes.into()),
+            Layout::Tiled => Some(tiled::unpack(self.dtype, self.n, self.k, self.bytes).into()),
+            Layout::InputMajor => None,
         }
+    }
+
+    /// The values as f32, `n` rows of `k` (row-major), whatever the layout.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let (n, k) = (self.n, self.k);
+        let mut out = vec![0f32; n * k];
+        match self.gguf_bytes() {
+            Some(rows) => crate::quant::dequantize(self.dtype, &rows, &mut out).expect("validated weights"),
+            None => {
+                let mut t = vec![0f32; n * k];
+                let rows = crate::sparse::transpose_gguf_rows(self).expect("input-major");
+                crate::quant::dequantize(self.dtype, &rows, &mut t).expect("validated weights");
+                for (i, column) in t.chunks_exact(n.max(1)).enumerate().take(k) {
+                    for (c, &v) in column.iter().enumerate() {
+                        out[c * k + i] = v;
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The values' format.
@@ -172,7 +217,7 @@ impl<'a> Weights<'a> {
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
     }
-    /// Bytes per row in GGUF layout.
+    /// Bytes per row in GGUF layout (of `k` elements; an input-major row holds `n`).
     pub fn row_bytes(&self) -> usize {
         self.dtype.bytes_for(self.k).expect("validated in Weights::new")
     }
@@ -181,6 +226,12 @@ impl<'a> Weights<'a> {
     pub(crate) fn rows(&self) -> WeightRows<'a> {
         debug_assert_eq!(self.layout, Layout::Rows);
         WeightRows { bytes: self.bytes, k: self.k, row_bytes: self.row_bytes() }
+    }
+
+    /// The input-major rows (`k` of `n` values) as the activation-sparse kernels read them.
+    pub(crate) fn input_rows(&self) -> WeightRows<'a> {
+        debug_assert_eq!(self.layout, Layout::InputMajor);
+        WeightRows { bytes: self.bytes, k: self.n, row_bytes: self.dtype.bytes_for(self.n).expect("validated") }
     }
 
     /// The tiles as the tile kernels read them.

@@ -7,8 +7,8 @@
 //! integers; float formats multiply in f32.
 
 use super::kernels::quant_panel::PanelBuf;
-use super::kernels::{Acts, BlockScales, Output, grow};
-use super::{Cpu, MatmulKernel};
+use super::kernels::{Active, Acts, BlockScales, Output, grow};
+use super::{ActsForm, Cpu, MatmulKernel};
 use crate::Result;
 use crate::matmul::{self, MAX_PARTS, Weights};
 use crate::quant::QK;
@@ -35,6 +35,11 @@ pub struct Scratch {
     panels: Vec<PanelBuf>,
     /// (m, n) the `up` product of [`Cpu::matmul_swiglu`]
     up: Vec<f32>,
+    /// (m, k) the thresholded input, for dense kernels of an activation-sparse product
+    sparse_x: Vec<f32>,
+    /// each row's kept inputs, and where each row's run ends (m)
+    active: Vec<Active>,
+    active_ends: Vec<usize>,
 }
 
 impl Cpu {
@@ -54,7 +59,44 @@ impl Cpu {
     /// [`Cpu::matmul`] (naming `matmul_many`).
     pub fn matmul_many(&self, ws: &[&Weights], x: &[f32], m: usize, ys: &mut [&mut [f32]], scratch: &mut Scratch) -> Result<()> {
         matmul::check_products(ws, x, m, ys)?;
-        self.product(ws, x, m, ys, scratch, false);
+        self.product(ws, x, m, ys, scratch, false, 0.0);
+        Ok(())
+    }
+
+    /// An activation-sparse product: `y = x̃ · wᵀ` where `x̃` is `x` with every entry of
+    /// magnitude `≤ threshold` set to zero ([`crate::sparse::keeps`]). On
+    /// [`Layout::InputMajor`](crate::matmul::Layout::InputMajor) weights
+    /// ([`InputMajorWeights`](crate::sparse::InputMajorWeights)) only the rows of kept inputs are
+    /// read, in f32 (the input is not quantized); on other layouts `x̃` is multiplied as
+    /// [`Cpu::matmul`] would. Errors as [`Cpu::matmul`], and if `threshold` is negative or not finite.
+    pub fn matmul_act_sparse(&self, w: &Weights, x: &[f32], m: usize, y: &mut [f32], threshold: f32, scratch: &mut Scratch) -> Result<()> {
+        self.matmul_many_act_sparse(&[w], x, m, &mut [y], threshold, scratch)
+    }
+
+    /// [`Cpu::matmul_many`] with the input thresholded as in [`Cpu::matmul_act_sparse`] (once,
+    /// for every matrix).
+    pub fn matmul_many_act_sparse(&self, ws: &[&Weights], x: &[f32], m: usize, ys: &mut [&mut [f32]], threshold: f32, scratch: &mut Scratch) -> Result<()> {
+        matmul::check_products(ws, x, m, ys)?;
+        matmul::check_threshold(threshold)?;
+        self.product(ws, x, m, ys, scratch, false, threshold);
+        Ok(())
+    }
+
+    /// [`Cpu::matmul_swiglu`] with the input thresholded as in [`Cpu::matmul_act_sparse`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_swiglu_act_sparse(
+        &self,
+        gate: &Weights,
+        up: &Weights,
+        x: &[f32],
+        m: usize,
+        y: &mut [f32],
+        threshold: f32,
+        scratch: &mut Scratch,
+    ) -> Result<()> {
+        matmul::check_swiglu(gate, up, x, m, y)?;
+        matmul::check_threshold(threshold)?;
+        self.swiglu_product(gate, up, x, m, y, scratch, threshold);
         Ok(())
     }
 
@@ -63,10 +105,15 @@ impl Cpu {
     /// Errors as [`Cpu::matmul`] (naming `matmul_swiglu`).
     pub fn matmul_swiglu(&self, gate: &Weights, up: &Weights, x: &[f32], m: usize, y: &mut [f32], scratch: &mut Scratch) -> Result<()> {
         matmul::check_swiglu(gate, up, x, m, y)?;
-        let mut up_out = std::mem::take(&mut scratch.up);
-        self.product(&[gate, up], x, m, &mut [y, grow(&mut up_out, m * up.n())], scratch, true);
-        scratch.up = up_out;
+        self.swiglu_product(gate, up, x, m, y, scratch, 0.0);
         Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn swiglu_product(&self, gate: &Weights, up: &Weights, x: &[f32], m: usize, y: &mut [f32], scratch: &mut Scratch, threshold: f32) {
+        let mut up_out = std::mem::take(&mut scratch.up);
+        self.product(&[gate, up], x, m, &mut [y, grow(&mut up_out, m * up.n())], scratch, true, threshold);
+        scratch.up = up_out;
     }
 
     /// `gate[i] = silu(gate[i]) · up[i]` (SwiGLU's gating), in place, vectorized on this
@@ -79,9 +126,11 @@ impl Cpu {
         Ok(())
     }
 
-    /// The products of validated inputs. With `swiglu`, `ws` is `[gate, up]`: each task computes
+    /// The products of validated inputs, the input thresholded at `threshold` (0: every
+    /// nonzero kept, which is exact). With `swiglu`, `ws` is `[gate, up]`: each task computes
     /// the same columns of both, then gates its columns of `ys[0]` by `ys[1]`.
-    fn product(&self, ws: &[&Weights], x: &[f32], m: usize, ys: &mut [&mut [f32]], scratch: &mut Scratch, swiglu: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn product(&self, ws: &[&Weights], x: &[f32], m: usize, ys: &mut [&mut [f32]], scratch: &mut Scratch, swiglu: bool, threshold: f32) {
         let k = ws[0].k();
         if m == 0 || ws.iter().all(|w| w.n() == 0) {
             return;
@@ -91,10 +140,33 @@ impl Cpu {
         // every level (a unit test checks the tables), so a miss is a bug.
         let chosen: [Option<&MatmulKernel>; MAX_PARTS] =
             std::array::from_fn(|i| ws.get(i).map(|w| kernels.matmul(w.dtype(), w.layout(), m).expect("a kernel for every weight format and layout")));
-        let quantized = ws.iter().any(|w| w.dtype().is_block_quantized());
-        let by_block = ws.iter().zip(chosen.iter().flatten()).any(|(w, c)| w.dtype().is_block_quantized() && c.block_major_scales);
-        let Scratch { qs, d, sums, dsums, by_block: by_block_buf, panels, .. } = scratch;
-        let acts = if quantized { self.quantize(x, m, k, qs, d, sums, dsums, by_block_buf, by_block) } else { Acts::float(x, m, k) };
+        let reads = |form: ActsForm| chosen.iter().flatten().any(|c| c.acts == form);
+        let (quantized, by_block) = (reads(ActsForm::Quantized) || reads(ActsForm::QuantizedBlockMajor), reads(ActsForm::QuantizedBlockMajor));
+        let (active_lists, dense) = (reads(ActsForm::Active), reads(ActsForm::Float) || quantized);
+        let Scratch { qs, d, sums, dsums, by_block: by_block_buf, panels, sparse_x, active, active_ends, .. } = scratch;
+        // The dense kernels' input: `x`, or its thresholded copy.
+        let x: &[f32] = if dense && threshold > 0.0 {
+            let xs = grow(sparse_x, m * k);
+            for (o, &v) in xs.iter_mut().zip(x) {
+                *o = if crate::sparse::keeps(v, threshold) { v } else { 0.0 };
+            }
+            xs
+        } else {
+            x
+        };
+        let mut acts = if quantized { self.quantize(x, m, k, qs, d, sums, dsums, by_block_buf, by_block) } else { Acts::float(x, m, k) };
+        if active_lists {
+            active.clear();
+            active_ends.clear();
+            for row in x.chunks_exact(k.max(1)).take(m) {
+                active.extend(row.iter().enumerate().filter(|&(_, &v)| crate::sparse::keeps(v, threshold)).map(|(i, &v)| Active { i: i as u32, x: v }));
+                active_ends.push(active.len());
+            }
+            if k == 0 {
+                active_ends.resize(m, 0);
+            }
+            (acts.active, acts.active_ends) = (&active[..], &active_ends[..]);
+        }
 
         // Each matrix's columns in units (the largest `cols_unit` of the kernels chosen: they
         // divide one another), all matrices' units laid end to end and cut into contiguous
@@ -200,6 +272,6 @@ impl Cpu {
         } else {
             &[]
         };
-        Acts { m, k, f32s: x, qs, d, dsums, by_block }
+        Acts { m, k, f32s: x, qs, d, dsums, by_block, active: &[], active_ends: &[] }
     }
 }

@@ -99,26 +99,44 @@ pub(crate) struct MatmulKernel {
     /// Chosen from this many activation rows on: for a (format, layout), the entry with the
     /// largest `min_m ≤ m` runs.
     pub min_m: usize,
-    /// Tasks split the output columns in multiples of this (a tile, a panel, one row).
+    /// Tasks split the output columns in multiples of this (a tile, a panel, one row, a block).
     pub cols_unit: usize,
-    /// Whether the kernel reads integer activations' block scales block-major
-    /// (`Acts::by_block`), which the product then builds once per call.
-    pub block_major_scales: bool,
+    /// The form of the activations the kernel reads, which the product builds once per call.
+    pub acts: ActsForm,
     pub run: MatmulFn,
+}
+
+/// What a matmul kernel reads of the activations (`Acts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ActsForm {
+    /// f32 rows (float formats).
+    Float,
+    /// 8-bit blocks with per-row scales (the row kernels of the block formats).
+    Quantized,
+    /// 8-bit blocks with block-major scales as well (`Acts::by_block`: panels, tiles).
+    QuantizedBlockMajor,
+    /// The list of kept inputs of each row (`Acts::active`: activation-sparse kernels).
+    Active,
 }
 
 impl MatmulKernel {
     /// A row kernel: any `m`, one output column at a time, scales read per row.
     const fn rows(format: DType, run: MatmulFn) -> MatmulKernel {
-        MatmulKernel { format, layout: Layout::Rows, min_m: 1, cols_unit: 1, block_major_scales: false, run }
+        let acts = if format.is_block_quantized() { ActsForm::Quantized } else { ActsForm::Float };
+        MatmulKernel { format, layout: Layout::Rows, min_m: 1, cols_unit: 1, acts, run }
     }
     /// A packed-panel kernel over GGUF rows: from `PANEL_MIN_M` rows, `lanes` columns a panel.
     const fn panels(format: DType, lanes: usize, run: MatmulFn) -> MatmulKernel {
-        MatmulKernel { format, layout: Layout::Rows, min_m: PANEL_MIN_M, cols_unit: lanes, block_major_scales: true, run }
+        let acts = if format.is_block_quantized() { ActsForm::QuantizedBlockMajor } else { ActsForm::Float };
+        MatmulKernel { format, layout: Layout::Rows, min_m: PANEL_MIN_M, cols_unit: lanes, acts, run }
     }
     /// A tile kernel: any `m`, whole tiles of the tiled layout.
     const fn tiles(format: DType, run: MatmulFn) -> MatmulKernel {
-        MatmulKernel { format, layout: Layout::Tiled, min_m: 1, cols_unit: TILE, block_major_scales: true, run }
+        MatmulKernel { format, layout: Layout::Tiled, min_m: 1, cols_unit: TILE, acts: ActsForm::QuantizedBlockMajor, run }
+    }
+    /// An activation-sparse kernel: any `m`, whole 32-output blocks of the input-major layout.
+    const fn input_major(format: DType, run: MatmulFn) -> MatmulKernel {
+        MatmulKernel { format, layout: Layout::InputMajor, min_m: 1, cols_unit: crate::quant::QK, acts: ActsForm::Active, run }
     }
 }
 
@@ -198,7 +216,7 @@ macro_rules! isa_entry_points {
         mod $module {
             use super::kernels::formats::{Bf16, F16, F32, FloatFormat, Q4_0, Q4_1, Q8_0, QuantFormat};
             use super::kernels::quant_rows::{BlockPath, RowDot, WidePath};
-            use super::kernels::{attend, float_panel, float_rows, math, quant_panel, quant_rows, quant_tiles, quantize};
+            use super::kernels::{act_sparse, attend, float_panel, float_rows, math, quant_panel, quant_rows, quant_tiles, quantize};
             use super::*;
 
             $(#[$attr])*
@@ -226,6 +244,10 @@ macro_rules! isa_entry_points {
                 quant_tiles::tiles::<_, Q, $mr>($token, w.tiles(), x, out, buf)
             }
             $(#[$attr])*
+            unsafe fn act_sparse<Q: QuantFormat>(w: &Weights, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+                act_sparse::act_sparse::<_, Q>($token, w.input_rows(), x, out, buf)
+            }
+            $(#[$attr])*
             unsafe fn attend_f32(kv: &KvSpan, rows: &mut AttnRows) {
                 attend::attend::<_, F32>($token, kv, rows)
             }
@@ -248,7 +270,7 @@ macro_rules! isa_entry_points {
             }
 
             #[rustfmt::skip]
-            static MATMUL: [MatmulKernel; 15] = [
+            static MATMUL: [MatmulKernel; 18] = [
                 MatmulKernel::rows(DType::F32,  float_rows::<F32>),
                 MatmulKernel::rows(DType::F16,  float_rows::<F16>),
                 MatmulKernel::rows(DType::BF16, float_rows::<Bf16>),
@@ -264,6 +286,9 @@ macro_rules! isa_entry_points {
                 MatmulKernel::tiles(DType::Q8_0, quant_tiles::<Q8_0>),
                 MatmulKernel::tiles(DType::Q4_0, quant_tiles::<Q4_0>),
                 MatmulKernel::tiles(DType::Q4_1, quant_tiles::<Q4_1>),
+                MatmulKernel::input_major(DType::Q8_0, act_sparse::<Q8_0>),
+                MatmulKernel::input_major(DType::Q4_0, act_sparse::<Q4_0>),
+                MatmulKernel::input_major(DType::Q4_1, act_sparse::<Q4_1>),
             ];
 
             pub(super) static TABLE: Kernels = Kernels {

@@ -64,6 +64,12 @@ fn check_words<S: Simd>(s: S, a: &[u8; 64], b: &[i8; 64]) {
     let want_sum: Vec<i16> = (0..S::LANES).map(|l| 100 * (a[2 * l] as i8 as i16 + a[2 * l + 1] as i8 as i16)).collect();
     assert_eq!(&stored[..S::LANES], &want_sum[..], "store_i16");
 
+    // Byte widening, zero- and sign-extended.
+    let want_u: Vec<i64> = a[..S::LANES].iter().map(|&v| v as i64).collect();
+    let want_s: Vec<i64> = a[..S::LANES].iter().map(|&v| v as i8 as i64).collect();
+    assert_eq!(lanes(s, s.widen_u8(a)), want_u, "widen_u8");
+    assert_eq!(lanes(s, s.widen_i8(a)), want_s, "widen_i8");
+
     // round_nearest: within half a step, ties either way.
     let x: Vec<f32> = (0..16).map(|l| a[l] as i8 as f32 * 0.37 + b[l] as f32 * 1000.5).collect();
     let rounded = lanes(s, s.round_nearest(s.load(&x)));
@@ -216,11 +222,15 @@ fn exp_is_accurate_on_every_level() {
 
 /// The matmul table, per level: every weight format has a row kernel from m = 1 and a panel
 /// kernel (one vector wide) from `PANEL_MIN_M`; every format with a tiled layout has a tile
-/// kernel from m = 1; no (format, layout, min_m) is listed twice, so the choice is unambiguous.
+/// kernel from m = 1, and every format with an input-major layout an activation-sparse kernel
+/// from m = 1; each reads the activation form its family says; no (format, layout, min_m) is
+/// listed twice, so the choice is unambiguous.
 #[test]
 fn matmul_table_covers_every_format_and_layout_once() {
+    use super::ActsForm;
     use crate::DType;
     use crate::matmul::{Layout, PANEL_MIN_M, tiled};
+    use crate::sparse::can_input_major;
     for isa in Isa::available() {
         let k = Kernels::for_isa(isa).unwrap();
         let lanes = if isa >= Isa::Avx512 { 16 } else { 8 };
@@ -232,11 +242,19 @@ fn matmul_table_covers_every_format_and_layout_once() {
         for format in DType::WEIGHTS {
             for m in 1..PANEL_MIN_M + 2 {
                 let e = k.matmul(format, Layout::Rows, m).unwrap_or_else(|| panic!("{isa}: no {format} rows kernel at m = {m}"));
-                let want = if m >= PANEL_MIN_M { (PANEL_MIN_M, lanes, true) } else { (1, 1, false) };
-                assert_eq!((e.min_m, e.cols_unit, e.block_major_scales), want, "{isa} {format} rows m = {m}");
+                let quantized = format.is_block_quantized();
+                let want = match (m >= PANEL_MIN_M, quantized) {
+                    (_, false) => (if m >= PANEL_MIN_M { PANEL_MIN_M } else { 1 }, if m >= PANEL_MIN_M { lanes } else { 1 }, ActsForm::Float),
+                    (true, true) => (PANEL_MIN_M, lanes, ActsForm::QuantizedBlockMajor),
+                    (false, true) => (1, 1, ActsForm::Quantized),
+                };
+                assert_eq!((e.min_m, e.cols_unit, e.acts), want, "{isa} {format} rows m = {m}");
                 let tiles = k.matmul(format, Layout::Tiled, m);
                 assert_eq!(tiles.is_some(), tiled::can_tile(format), "{isa} {format} tiled m = {m}");
-                assert!(tiles.is_none_or(|e| e.cols_unit == tiled::TILE && e.block_major_scales));
+                assert!(tiles.is_none_or(|e| e.cols_unit == tiled::TILE && e.acts == ActsForm::QuantizedBlockMajor));
+                let sparse = k.matmul(format, Layout::InputMajor, m);
+                assert_eq!(sparse.is_some(), can_input_major(format), "{isa} {format} input-major m = {m}");
+                assert!(sparse.is_none_or(|e| e.cols_unit == crate::quant::QK && e.acts == ActsForm::Active));
             }
             assert!(k.matmul(format, Layout::Rows, 0).is_none(), "m = 0 never reaches a kernel");
         }

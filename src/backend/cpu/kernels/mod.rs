@@ -3,6 +3,7 @@
 //! Everything here takes inputs validated by the public op (`crate::matmul`); bodies index
 //! slices normally (bounds-checked), so a broken invariant panics rather than misbehaves.
 
+pub(crate) mod act_sparse;
 pub(crate) mod attend;
 pub(crate) mod float_panel;
 pub(crate) mod float_rows;
@@ -44,6 +45,20 @@ pub(crate) struct Acts<'a> {
     /// exactly, in integers), block-major: the panel and tile kernels read one block of several
     /// rows from one place; empty on the row path.
     pub by_block: &'a [BlockScales],
+    /// The nonzero inputs of every row, row after row, for the activation-sparse kernels
+    /// (`act_sparse`); empty elsewhere.
+    pub active: &'a [Active],
+    /// (m) where each row's run in `active` ends.
+    pub active_ends: &'a [usize],
+}
+
+/// One active (kept, nonzero) input of an activation-sparse product.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Active {
+    /// The input's index, `< k`.
+    pub i: u32,
+    /// Its value.
+    pub x: f32,
 }
 
 /// One activation block's scale, sum and scaled sum.
@@ -68,7 +83,12 @@ pub(crate) struct QRow<'a> {
 impl<'a> Acts<'a> {
     /// Activations for the float paths (no quantized copy).
     pub fn float(x: &'a [f32], m: usize, k: usize) -> Self {
-        Acts { m, k, f32s: x, qs: &[], d: &[], dsums: &[], by_block: &[] }
+        Acts { m, k, f32s: x, qs: &[], d: &[], dsums: &[], by_block: &[], active: &[], active_ends: &[] }
+    }
+    /// Row `r`'s active inputs.
+    pub fn active_row(&self, r: usize) -> &'a [Active] {
+        let start = if r == 0 { 0 } else { self.active_ends[r - 1] };
+        &self.active[start..self.active_ends[r]]
     }
     pub fn row(&self, r: usize) -> &'a [f32] {
         &self.f32s[r * self.k..(r + 1) * self.k]

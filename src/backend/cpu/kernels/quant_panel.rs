@@ -31,6 +31,8 @@ pub(crate) struct PanelBuf {
     pub(super) m: Vec<f32>,
     /// (k, LANES): a float-weight panel
     floats: Vec<f32>,
+    /// A segment's running sums and block constants (`act_sparse`).
+    pub(super) sums: Vec<f32>,
 }
 
 impl PanelBuf {

@@ -124,6 +124,10 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn dot_i16(self, acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
     /// Stores the lanes of `v` (each in `-32768..=32767`) as `LANES` i16.
     fn store_i16(self, v: Self::I, out: &mut [i16]);
+    /// The first `LANES` bytes of `x`, each zero-extended to a 32-bit lane.
+    fn widen_u8(self, x: &[u8]) -> Self::I;
+    /// The first `LANES` bytes of `x` as signed bytes, each sign-extended to a 32-bit lane.
+    fn widen_i8(self, x: &[u8]) -> Self::I;
 
     // ---- `LANES / 8` consecutive quant blocks per full-width vector ----
     /// Unpacks the 16 nibble bytes of each of the first `LANES / 8` blocks in `qs` into their 32

@@ -188,6 +188,14 @@ impl Simd for Portable {
         acc
     }
     #[inline(always)]
+    fn widen_u8(self, x: &[u8]) -> i32x8 {
+        i32x8::new(Scalar.widen_u8(x))
+    }
+    #[inline(always)]
+    fn widen_i8(self, x: &[u8]) -> i32x8 {
+        i32x8::new(Scalar.widen_i8(x))
+    }
+    #[inline(always)]
     fn load_i8_pairs(self, x: &[u8]) -> i32x8 {
         let x: &[u8; 16] = head(x);
         bytemuck::cast(i16x16::from_i8x16(i8x16::new(bytemuck::cast(*x))))

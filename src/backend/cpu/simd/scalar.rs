@@ -206,6 +206,16 @@ impl Simd for Scalar {
         acc
     }
     #[inline(always)]
+    fn widen_u8(self, x: &[u8]) -> I8 {
+        let x: &[u8; 8] = head(x);
+        x.map(|b| b as i32)
+    }
+    #[inline(always)]
+    fn widen_i8(self, x: &[u8]) -> I8 {
+        let x: &[u8; 8] = head(x);
+        x.map(|b| b as i8 as i32)
+    }
+    #[inline(always)]
     fn load_i8_pairs(self, x: &[u8]) -> I8 {
         let x: &[u8; 16] = head(x);
         std::array::from_fn(|l| (x[2 * l] as i8 as u16 as u32 | (x[2 * l + 1] as i8 as u16 as u32) << 16) as i32)

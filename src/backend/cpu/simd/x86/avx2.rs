@@ -240,6 +240,18 @@ impl Simd for Avx2 {
         unsafe { _mm256_madd_epi16(acc, _mm256_set1_epi16(1)) }
     }
     #[inline(always)]
+    fn widen_u8(self, x: &[u8]) -> __m256i {
+        let x: &[u8; 8] = head(x);
+        // SAFETY: token ⇒ AVX2; `x` is exactly the 8 bytes read.
+        unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(x.as_ptr().cast())) }
+    }
+    #[inline(always)]
+    fn widen_i8(self, x: &[u8]) -> __m256i {
+        let x: &[u8; 8] = head(x);
+        // SAFETY: token ⇒ AVX2; `x` is exactly the 8 bytes read.
+        unsafe { _mm256_cvtepi8_epi32(_mm_loadl_epi64(x.as_ptr().cast())) }
+    }
+    #[inline(always)]
     fn load_i8_pairs(self, x: &[u8]) -> __m256i {
         let x: &[u8; 16] = head(x);
         // SAFETY: token ⇒ AVX2; `x` is exactly the 16 bytes read.

@@ -259,6 +259,18 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
     }
 
     #[inline(always)]
+    fn widen_u8(self, x: &[u8]) -> __m512i {
+        let x: &[u8; 16] = head(x);
+        // SAFETY: token ⇒ AVX-512F; `x` is exactly the 16 bytes read.
+        unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(x.as_ptr().cast())) }
+    }
+    #[inline(always)]
+    fn widen_i8(self, x: &[u8]) -> __m512i {
+        let x: &[u8; 16] = head(x);
+        // SAFETY: token ⇒ AVX-512F; `x` is exactly the 16 bytes read.
+        unsafe { _mm512_cvtepi8_epi32(_mm_loadu_si128(x.as_ptr().cast())) }
+    }
+    #[inline(always)]
     fn load_i8_pairs(self, x: &[u8]) -> __m512i {
         let x: &[u8; 32] = head(x);
         // SAFETY: token ⇒ AVX-512BW; `x` is exactly the 32 bytes read.
