@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{GgufTokenizer, complete, find_model};
+use common::{ActOptions, GgufTokenizer, complete, find_model};
 use sparq::model::{Llama, Sampler, SamplerConfig, Session};
 use sparq::{Cpu, KvDtype};
 use std::io::Write;
@@ -59,6 +59,7 @@ struct Args {
     kv: KvDtype,
     device: String,
     json: bool,
+    act: ActOptions,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -77,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         kv: KvDtype::F16,
         device: "auto".into(),
         json: false,
+        act: ActOptions::default(),
     };
     let mut prompt = None;
     let mut it = std::env::args().skip(1);
@@ -87,7 +89,7 @@ fn parse_args() -> Result<Args, String> {
         }
         match flag.as_str() {
             "--help" | "-h" => {
-                print!("{HELP}");
+                print!("{HELP}{}", ActOptions::HELP);
                 std::process::exit(0);
             }
             "--prompt" | "-p" => prompt = Some(value()?),
@@ -113,7 +115,11 @@ fn parse_args() -> Result<Args, String> {
                 let parsed: Result<Vec<u32>, _> = ids.split(',').map(|t| t.trim().parse::<u32>()).collect();
                 a.prompt_ids = Some(parsed.map_err(|_| format!("--prompt-ids: expected comma-separated token ids, got {ids:?}"))?);
             }
-            other => return Err(format!("unknown option {other:?} (see --help)")),
+            other => {
+                if !a.act.parse(other, &mut value)? {
+                    return Err(format!("unknown option {other:?} (see --help)"));
+                }
+            }
         }
     }
     match (prompt, &a.prompt_ids) {
@@ -148,9 +154,11 @@ fn run() -> Result<(), String> {
     let cpu = Cpu::new(args.threads).map_err(|e| e.to_string())?;
 
     let t_load = Instant::now();
-    let model = Llama::load(&path).map_err(|e| e.to_string())?;
+    let mut model = Llama::load(&path).map_err(|e| e.to_string())?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
     let tokenizer = GgufTokenizer::from_gguf(model.gguf())?;
+    // Prompt processing stays dense; generated tokens are sparse.
+    let act = args.act.setup(&mut model, &cpu, &tokenizer, args.json)?;
     let prompt_ids = match &args.prompt_ids {
         Some(ids) => ids.clone(),
         None => {
@@ -171,6 +179,8 @@ fn run() -> Result<(), String> {
         ));
     }
     let mut session = Session::new(&model, &cpu, ctx, args.kv).map_err(|e| e.to_string())?;
+    let act_sparsity = act.as_ref().map(|a| a.target);
+    session.set_act_sparsity(act).map_err(|e| e.to_string())?;
     let mut sampler = Sampler::new(args.sampler).map_err(|e| e.to_string())?;
 
     // Timing starts with the prompt's ids ready; the first token's time is the prefill's.
@@ -210,6 +220,7 @@ fn run() -> Result<(), String> {
             "isa": cpu.isa().name(),
             "device": "cpu",
             "kv": format!("{:?}", args.kv).to_lowercase(),
+            "act_sparsity": act_sparsity,
             "sampler": sampling(&args.sampler),
             "model": path.display().to_string(),
         });

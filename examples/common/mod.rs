@@ -199,3 +199,89 @@ pub fn complete(
     }
     Ok(history.split_off(prompt.len()))
 }
+
+/// The activation-sparsity options of `generate` and `perplexity`.
+#[derive(Default)]
+pub struct ActOptions {
+    /// `--act-sparsity P`: the share of each site's inputs to drop.
+    pub sparsity: Option<f32>,
+    /// `--calib FILE`: the calibration text.
+    pub calib: Option<PathBuf>,
+    /// `--calib-tokens N`: how many of its tokens to calibrate on (default 4096).
+    pub calib_tokens: Option<usize>,
+    /// `--act-copy q4_1|q8_0|q4_0|none`: the input-major copies' format (default the weights' own); `none`
+    /// multiplies the thresholded inputs with the dense weights (quality only, dense speed).
+    pub copy: Option<String>,
+}
+
+impl ActOptions {
+    pub const HELP: &str = "\
+Activation sparsity (TEAL-style; see sparq::sparse):
+  --act-sparsity P       drop the share P (0..1) of smallest-magnitude inputs at every block's four
+                         input sites, thresholds calibrated on --calib (required with it)
+  --calib FILE           calibration text (use text other than what you evaluate)
+  --calib-tokens N       calibration tokens (default 4096, in windows of 512)
+  --act-copy F           format of the input-major copies the sparse products read: q4_1, q8_0,
+                         q4_0 (default: each matrix's own) or none (dense weights: quality only)
+";
+
+    /// Takes `flag` if it is one of these options.
+    pub fn parse(&mut self, flag: &str, value: &mut dyn FnMut() -> Result<String, String>) -> Result<bool, String> {
+        match flag {
+            "--act-sparsity" => {
+                let v = value()?;
+                self.sparsity = Some(v.parse().map_err(|_| format!("--act-sparsity: cannot parse {v:?}"))?)
+            }
+            "--calib" => self.calib = Some(PathBuf::from(value()?)),
+            "--calib-tokens" => {
+                let v = value()?;
+                self.calib_tokens = Some(v.parse().map_err(|_| format!("--calib-tokens: cannot parse {v:?}"))?)
+            }
+            "--act-copy" => self.copy = Some(value()?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Prepares `model` and calibrates: `None` without `--act-sparsity`. Progress on stderr.
+    pub fn setup(
+        &self,
+        model: &mut sparq::model::Llama,
+        cpu: &sparq::Cpu,
+        tokenizer: &GgufTokenizer,
+        quiet: bool,
+    ) -> Result<Option<sparq::model::ActSparsity>, String> {
+        let Some(sparsity) = self.sparsity else {
+            if self.calib.is_some() || self.copy.is_some() || self.calib_tokens.is_some() {
+                return Err("--calib, --calib-tokens and --act-copy need --act-sparsity".into());
+            }
+            return Ok(None);
+        };
+        let calib = self.calib.as_ref().ok_or("--act-sparsity needs --calib FILE (a text to calibrate the thresholds on)")?;
+        let text = std::fs::read_to_string(calib).map_err(|e| format!("--calib {}: {e}", calib.display()))?;
+        let mut tokens = tokenizer.encode(&text)?;
+        tokens.truncate(self.calib_tokens.unwrap_or(4096));
+        if tokens.is_empty() {
+            return Err(format!("--calib {}: no tokens", calib.display()));
+        }
+        match self.copy.as_deref() {
+            Some("none") => {}
+            Some(f) => {
+                let dtype: sparq::DType = f.parse().map_err(|e: sparq::Error| format!("--act-copy: {e}"))?;
+                model.prepare_act_sparsity(Some(dtype)).map_err(|e| format!("--act-copy {f}: {e}"))?
+            }
+            None => model.prepare_act_sparsity(None).map_err(|e| e.to_string())?,
+        }
+        let t = std::time::Instant::now();
+        let act = sparq::model::ActSparsity::calibrate(model, cpu, &tokens, 512, sparsity, |done, total| {
+            if !quiet {
+                eprint!("\rcalibrating activation sparsity {sparsity}: window {done}/{total}");
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        if !quiet {
+            eprintln!(" ({} tokens, {:.1} s)", tokens.len(), t.elapsed().as_secs_f64());
+        }
+        Ok(Some(act))
+    }
+}

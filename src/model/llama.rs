@@ -2,11 +2,13 @@
 //! paged KV cache, ops). It reads like llama2.c's `run.c`: a config, the weights (borrowed from
 //! the memory-mapped GGUF), a per-session state, and `forward`.
 
+use super::act_sparsity::{ActSparsity, Histograms, Site};
 use super::gguf::Gguf;
 use crate::attention::AttnParams;
 use crate::kv_cache::{KvCache, KvCacheConfig, KvDtype, SeqId};
 use crate::matmul::tiled;
 use crate::ops::{Rope, add_assign, rms_norm};
+use crate::sparse::{InputMajorWeights, can_input_major};
 use crate::{AttnScratch, Cpu, DType, Error, PackedWeights, Result, Scratch, Weights, quant};
 use std::path::Path;
 
@@ -126,6 +128,9 @@ pub struct Llama {
     output: Matrix,
     rope: Rope,
     packed: PackedWeights,
+    /// (n_layers) input-major copies of each block's matrices, in `Layer` order (q, k, v, o,
+    /// gate, up, down), for activation-sparse decoding; empty unless prepared.
+    input_major: Vec<[InputMajorWeights; 7]>,
 }
 
 impl Llama {
@@ -183,7 +188,7 @@ impl Llama {
         let output = if gguf.tensor_info("output.weight").is_ok() { matrix("output.weight", c.vocab_size, c.dim)? } else { token_embd };
         let output_norm = vector("output_norm.weight")?;
         let rope = Rope::new(c.head_dim, c.rope_base, c.context_length);
-        let mut model = Llama { config: c, gguf, token_embd, layers, output_norm, output, rope, packed: PackedWeights::default() };
+        let mut model = Llama { config: c, gguf, token_embd, layers, output_norm, output, rope, packed: PackedWeights::default(), input_major: Vec::new() };
         if layout == WeightLayout::Tiled {
             model.repack()?;
         }
@@ -209,6 +214,54 @@ impl Llama {
             m.packed = Some(i);
         }
         Ok(())
+    }
+
+    /// Makes the input-major copies of every block matrix that activation-sparse decoding reads
+    /// ([`crate::sparse::InputMajorWeights`]: only the rows of kept inputs are read), in
+    /// `dtype`, or each matrix's own format where it has an input-major layout (Q8_0 otherwise).
+    /// The copies are re-quantized along the other axis (a 4-bit copy of 4-bit weights rounds
+    /// twice: measure its perplexity) and cost as much memory as the blocks' matrices.
+    /// Runs on one thread per core.
+    pub fn prepare_act_sparsity(&mut self, dtype: Option<crate::DType>) -> Result<()> {
+        if let Some(d) = dtype
+            && !can_input_major(d)
+        {
+            return Err(Error::Unsupported { op: "Llama::prepare_act_sparsity", dtype: d });
+        }
+        let mats: Vec<Matrix> = self.layers.iter().flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down]).collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let this = &*self;
+        let mut done: Vec<(usize, Result<InputMajorWeights>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(m) = mats.get(i) else { break out };
+                            let format = dtype.unwrap_or(if can_input_major(m.dtype) { m.dtype } else { crate::DType::Q8_0 });
+                            out.push((i, InputMajorWeights::from_weights(&this.weights(m), format)));
+                        }
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().expect("input-major worker")).collect()
+        });
+        done.sort_by_key(|(i, _)| *i);
+        let mut copies = done.into_iter().map(|(_, r)| r);
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for _ in 0..self.layers.len() {
+            let next: Vec<InputMajorWeights> = copies.by_ref().take(7).collect::<Result<_>>()?;
+            layers.push(next.try_into().expect("seven matrices a layer"));
+        }
+        self.input_major = layers;
+        Ok(())
+    }
+
+    /// Whether [`Llama::prepare_act_sparsity`] has made the input-major copies.
+    pub fn has_input_major(&self) -> bool {
+        !self.input_major.is_empty()
     }
 
     /// How the weight matrices are held.
@@ -258,6 +311,8 @@ pub struct Session<'m> {
     gate: Vec<f32>,
     /// (m or 1, vocab_size)
     logits: Vec<f32>,
+    /// Activation-sparsity thresholds, when set.
+    act: Option<ActSparsity>,
 }
 
 impl<'m> Session<'m> {
@@ -294,7 +349,36 @@ impl<'m> Session<'m> {
             v: vec![],
             gate: vec![],
             logits: vec![],
+            act: None,
         })
+    }
+
+    /// Makes later forwards activation-sparse with `act`'s thresholds (`None`: dense). They read
+    /// the model's input-major copies where [`Llama::prepare_act_sparsity`] made them (the fast
+    /// path), and otherwise multiply the thresholded inputs with the dense weights (the same
+    /// sparsity's quality on the original weights, at dense speed).
+    pub fn set_act_sparsity(&mut self, act: Option<ActSparsity>) -> Result<()> {
+        if let Some(a) = &act
+            && a.n_layers() != self.model.config.n_layers
+        {
+            return Err(Error::Model(format!("activation-sparsity thresholds for {} layers, the model has {}", a.n_layers(), self.model.config.n_layers)));
+        }
+        self.act = act;
+        Ok(())
+    }
+
+    /// The activation-sparsity thresholds in use.
+    pub fn act_sparsity(&self) -> Option<&ActSparsity> {
+        self.act.as_ref()
+    }
+
+    /// A dense forward of `tokens` whose every thresholded site's inputs are counted in `hist`
+    /// (calibration).
+    pub(crate) fn observe(&mut self, hist: &mut Histograms, tokens: &[u32]) -> Result<()> {
+        let act = self.act.take();
+        let r = self.forward_inner(tokens, false, Some(hist)).map(|_| ());
+        self.act = act;
+        r
     }
 
     /// Tokens processed so far (the next token's position).
@@ -310,6 +394,10 @@ impl<'m> Session<'m> {
     /// Runs `tokens` through the model at the next positions. Returns the logits of the last
     /// token (vocab_size), or of every token (len · vocab_size) when `all_logits`.
     pub fn forward(&mut self, tokens: &[u32], all_logits: bool) -> Result<&[f32]> {
+        self.forward_inner(tokens, all_logits, None)
+    }
+
+    fn forward_inner(&mut self, tokens: &[u32], all_logits: bool, hist: Option<&mut Histograms>) -> Result<&[f32]> {
         let (model, c) = (self.model, &self.model.config);
         let m = tokens.len();
         if m == 0 {
@@ -344,7 +432,7 @@ impl<'m> Session<'m> {
         // The positions are taken before the layers run (each layer writes its K and V there)
         // and given back if any step fails, so that an error leaves the session as it was.
         self.cache.append(self.seq, m)?;
-        match self.layers_and_head(m, pos0, all_logits) {
+        match self.layers_and_head(m, pos0, all_logits, hist) {
             Ok(()) => Ok(&self.logits),
             Err(e) => {
                 self.cache.truncate(self.seq, pos0)?;
@@ -355,16 +443,27 @@ impl<'m> Session<'m> {
 
     /// The blocks and the LM head over the `m` embedded rows in `self.x`, at positions `pos0..`
     /// (already appended to the cache).
-    fn layers_and_head(&mut self, m: usize, pos0: usize, all_logits: bool) -> Result<()> {
+    fn layers_and_head(&mut self, m: usize, pos0: usize, all_logits: bool, mut hist: Option<&mut Histograms>) -> Result<()> {
         let (model, c) = (self.model, &self.model.config);
         let (dim, hd) = (c.dim, c.head_dim);
         let params = AttnParams::new(c.n_heads, c.n_kv_heads, hd);
         let (cpu, s) = (self.cpu, &mut self.scratch);
+        // Sparse at this `m`: the thresholds, and the input-major copies when the model has them.
+        let act = self.act.as_ref().filter(|a| m == 1 || a.prefill);
         for (l, layer) in model.layers.iter().enumerate() {
+            let t = |site: Site| act.map_or(0.0, |a| a.threshold(l, site));
+            let sparse = model.input_major.get(l).filter(|_| act.is_some());
+            let w = |i: usize, dense: &Matrix| sparse.map_or_else(|| model.weights(dense), |copies| copies[i].weights());
+            let mut observe = |site: Site, x: &[f32]| {
+                if let Some(h) = hist.as_deref_mut() {
+                    h.observe(l, site, x);
+                }
+            };
             // Attention block.
             rms_norm(&self.x, &layer.attn_norm, c.norm_eps, &mut self.xb)?;
-            let (wq, wk, wv) = (model.weights(&layer.wq), model.weights(&layer.wk), model.weights(&layer.wv));
-            cpu.matmul_many(&[&wq, &wk, &wv], &self.xb, m, &mut [&mut self.q, &mut self.k, &mut self.v], s)?;
+            observe(Site::Qkv, &self.xb);
+            let (wq, wk, wv) = (w(0, &layer.wq), w(1, &layer.wk), w(2, &layer.wv));
+            cpu.matmul_many_act_sparse(&[&wq, &wk, &wv], &self.xb, m, &mut [&mut self.q, &mut self.k, &mut self.v], t(Site::Qkv), s)?;
             model.rope.apply(&mut self.q, c.n_heads, pos0)?;
             model.rope.apply(&mut self.k, c.n_kv_heads, pos0)?;
             self.cache.write(self.seq, l, pos0, &self.k, &self.v)?;
@@ -373,12 +472,15 @@ impl<'m> Session<'m> {
             } else {
                 cpu.attention_prefill(&self.cache, l, self.seq, &self.q, &mut self.att, &params, &mut self.attn_scratch)?;
             }
-            cpu.matmul(&model.weights(&layer.wo), &self.att, m, &mut self.xb, s)?;
+            observe(Site::AttnOutput, &self.att);
+            cpu.matmul_act_sparse(&w(3, &layer.wo), &self.att, m, &mut self.xb, t(Site::AttnOutput), s)?;
             add_assign(&mut self.x, &self.xb)?;
             // Feed-forward block.
             rms_norm(&self.x, &layer.ffn_norm, c.norm_eps, &mut self.xb)?;
-            cpu.matmul_swiglu(&model.weights(&layer.w_gate), &model.weights(&layer.w_up), &self.xb, m, &mut self.gate, s)?;
-            cpu.matmul(&model.weights(&layer.w_down), &self.gate, m, &mut self.xb, s)?;
+            observe(Site::GateUp, &self.xb);
+            cpu.matmul_swiglu_act_sparse(&w(4, &layer.w_gate), &w(5, &layer.w_up), &self.xb, m, &mut self.gate, t(Site::GateUp), s)?;
+            observe(Site::Down, &self.gate);
+            cpu.matmul_act_sparse(&w(6, &layer.w_down), &self.gate, m, &mut self.xb, t(Site::Down), s)?;
             add_assign(&mut self.x, &self.xb)?;
         }
         // Final norm and LM head, for the last token only unless every token's logits are wanted.
