@@ -9,8 +9,9 @@
 //!
 //! Weights are cold, as in a decode step: each call takes the next of several copies totalling
 //! ≥ 1 GiB. Dense and sparse calls alternate in 7 rounds; the table gives medians and the median
-//! per-round speed-up over dense, with the bytes each call actually had to read (the kept rows,
-//! the whole matrix for dense) as GB/s against the memory bandwidth probe of the same run.
+//! per-round speed-up over dense, with the bytes each call had to read (the kept inputs' code
+//! rows and the scales of every input block with one; the whole matrix for dense) as GB/s
+//! against the memory bandwidth probe of the same run.
 //! `SPARQ_BENCH_THREADS` sets the thread count (default 2); `SPARQ_BENCH_WARM=1` uses one copy
 //! (weights in cache where they fit: the kernels' compute speed).
 
@@ -79,8 +80,16 @@ fn bench(c: &mut Criterion) {
                 group.bench_function(BenchmarkId::new(cpu.isa().name(), format!("{n}x{k}/dense")), |b| b.iter(|| dense_call(&mut y, &mut scratch)));
                 for &p in &SPARSITIES {
                     let t = threshold_for(&x, p);
-                    let kept = x.iter().filter(|v| sparq::sparse::keeps(**v, t)).count();
-                    let read = kept * im.bytes().len() / k;
+                    // What the product reads: each input block with a kept input, its scales
+                    // and the kept inputs' code rows (the layout of `InputMajorWeights`).
+                    let width = n.next_multiple_of(64);
+                    let scales = if dtype == DType::Q4_1 { 4 * width } else { 2 * width };
+                    let code_row = if dtype == DType::Q8_0 { width } else { width / 2 };
+                    let read: usize = x
+                        .chunks(32)
+                        .map(|b| b.iter().filter(|v| sparq::sparse::keeps(**v, t)).count())
+                        .map(|c| if c > 0 { scales + c * code_row } else { 0 })
+                        .sum();
                     let mut next_im = 0usize;
                     let mut sparse_call = |y: &mut [f32], s: &mut Scratch| {
                         next_im = (next_im + 1) % copies;

@@ -209,9 +209,9 @@ pub struct ActOptions {
     pub calib: Option<PathBuf>,
     /// `--calib-tokens N`: how many of its tokens to calibrate on (default 4096).
     pub calib_tokens: Option<usize>,
-    /// `--act-copy q4_1|q8_0|q4_0|none`: the input-major copies' format (default the weights' own); `none`
-    /// multiplies the thresholded inputs with the dense weights (quality only, dense speed).
-    pub copy: Option<String>,
+    /// `--act-dense`: no input-major copies; the thresholded inputs multiply the dense weights
+    /// (the same quality at dense speed, and no extra memory).
+    pub dense: bool,
 }
 
 impl ActOptions {
@@ -221,8 +221,8 @@ Activation sparsity (TEAL-style; see sparq::sparse):
                          input sites, thresholds calibrated on --calib (required with it)
   --calib FILE           calibration text (use text other than what you evaluate)
   --calib-tokens N       calibration tokens (default 4096, in windows of 512)
-  --act-copy F           format of the input-major copies the sparse products read: q4_1, q8_0,
-                         q4_0 (default: each matrix's own) or none (dense weights: quality only)
+  --act-dense            no input-major copies (which double the blocks' memory): the thresholded
+                         inputs multiply the dense weights — the same results, at dense speed
 ";
 
     /// Takes `flag` if it is one of these options.
@@ -237,7 +237,7 @@ Activation sparsity (TEAL-style; see sparq::sparse):
                 let v = value()?;
                 self.calib_tokens = Some(v.parse().map_err(|_| format!("--calib-tokens: cannot parse {v:?}"))?)
             }
-            "--act-copy" => self.copy = Some(value()?),
+            "--act-dense" => self.dense = true,
             _ => return Ok(false),
         }
         Ok(true)
@@ -252,8 +252,8 @@ Activation sparsity (TEAL-style; see sparq::sparse):
         quiet: bool,
     ) -> Result<Option<sparq::model::ActSparsity>, String> {
         let Some(sparsity) = self.sparsity else {
-            if self.calib.is_some() || self.copy.is_some() || self.calib_tokens.is_some() {
-                return Err("--calib, --calib-tokens and --act-copy need --act-sparsity".into());
+            if self.calib.is_some() || self.dense || self.calib_tokens.is_some() {
+                return Err("--calib, --calib-tokens and --act-dense need --act-sparsity".into());
             }
             return Ok(None);
         };
@@ -264,13 +264,8 @@ Activation sparsity (TEAL-style; see sparq::sparse):
         if tokens.is_empty() {
             return Err(format!("--calib {}: no tokens", calib.display()));
         }
-        match self.copy.as_deref() {
-            Some("none") => {}
-            Some(f) => {
-                let dtype: sparq::DType = f.parse().map_err(|e: sparq::Error| format!("--act-copy: {e}"))?;
-                model.prepare_act_sparsity(Some(dtype)).map_err(|e| format!("--act-copy {f}: {e}"))?
-            }
-            None => model.prepare_act_sparsity(None).map_err(|e| e.to_string())?,
+        if !self.dense {
+            model.prepare_act_sparsity().map_err(|e| e.to_string())?;
         }
         let t = std::time::Instant::now();
         let act = sparq::model::ActSparsity::calibrate(model, cpu, &tokens, 512, sparsity, |done, total| {

@@ -15,7 +15,7 @@
 pub mod reference;
 pub mod tiled;
 
-use crate::backend::cpu::kernels::{TiledRows, WeightRows};
+use crate::backend::cpu::kernels::{InputBlocks, TiledRows, WeightRows};
 use crate::error::{check_finite, shape_err};
 use crate::{DType, Error, Result};
 
@@ -94,9 +94,9 @@ pub enum Layout {
     Rows,
     /// sparq's 16-row tiles ([`tiled`]); only [`PackedWeights`](tiled::PackedWeights) makes them.
     Tiled,
-    /// The transpose in GGUF rows: `k` rows, one per input feature, each its `n` weights (one
-    /// per output) as a run of the format's blocks. A product then reads only the rows of the
-    /// inputs that are nonzero (activation sparsity); only
+    /// The GGUF blocks rearranged by input: per block of 32 inputs, every output's scales,
+    /// then one contiguous code row per input. A product then reads only the code rows of the
+    /// inputs it keeps (activation sparsity); only
     /// [`InputMajorWeights`](crate::sparse::InputMajorWeights) makes them.
     InputMajor,
 }
@@ -160,7 +160,7 @@ impl<'a> Weights<'a> {
     /// A view of a matrix in [`Layout::InputMajor`] (only
     /// [`InputMajorWeights`](crate::sparse::InputMajorWeights) makes these, validated).
     pub(crate) fn input_major(dtype: DType, n: usize, k: usize, bytes: &'a [u8]) -> Self {
-        debug_assert_eq!(Some(bytes.len()), k.checked_mul(n).and_then(|e| dtype.bytes_for(e)));
+        debug_assert_eq!(Some(bytes.len()), crate::sparse::Geometry::of(dtype, n).map(|g| g.block * (k / crate::quant::QK)));
         Weights { dtype, layout: Layout::InputMajor, n, k, bytes }
     }
 
@@ -169,35 +169,22 @@ impl<'a> Weights<'a> {
         self.layout
     }
 
-    /// The matrix in GGUF layout: borrowed, or unpacked from the tiled layout. `None` for
-    /// [`Layout::InputMajor`], whose blocks run along the other axis (its bytes are the
-    /// transpose's blocks, [`crate::sparse::transpose_gguf_rows`]; [`Weights::dequantize`]
-    /// gives the values).
+    /// The matrix in GGUF layout: borrowed, or rebuilt from the tiled or input-major layout
+    /// (both hold the same bytes rearranged). `None` is for layouts to come that do not keep
+    /// every value (pruned weights have no GGUF form).
     pub fn gguf_bytes(&self) -> Option<std::borrow::Cow<'a, [u8]>> {
         match self.layout {
             Layout::Rows => Some(self.bytes.into()),
             Layout::Tiled => Some(tiled::unpack(self.dtype, self.n, self.k, self.bytes).into()),
-            Layout::InputMajor => None,
+            Layout::InputMajor => Some(crate::sparse::gguf_rows(self.dtype, self.n, self.k, self.bytes).into()),
         }
     }
 
     /// The values as f32, `n` rows of `k` (row-major), whatever the layout.
     pub fn dequantize(&self) -> Vec<f32> {
-        let (n, k) = (self.n, self.k);
-        let mut out = vec![0f32; n * k];
-        match self.gguf_bytes() {
-            Some(rows) => crate::quant::dequantize(self.dtype, &rows, &mut out).expect("validated weights"),
-            None => {
-                let mut t = vec![0f32; n * k];
-                let rows = crate::sparse::transpose_gguf_rows(self).expect("input-major");
-                crate::quant::dequantize(self.dtype, &rows, &mut t).expect("validated weights");
-                for (i, column) in t.chunks_exact(n.max(1)).enumerate().take(k) {
-                    for (c, &v) in column.iter().enumerate() {
-                        out[c * k + i] = v;
-                    }
-                }
-            }
-        }
+        let mut out = vec![0f32; self.n * self.k];
+        let rows = self.gguf_bytes().expect("every layout today has GGUF rows");
+        crate::quant::dequantize(self.dtype, &rows, &mut out).expect("validated weights");
         out
     }
 
@@ -217,7 +204,7 @@ impl<'a> Weights<'a> {
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
     }
-    /// Bytes per row in GGUF layout (of `k` elements; an input-major row holds `n`).
+    /// Bytes per row in GGUF layout (of `k` elements).
     pub fn row_bytes(&self) -> usize {
         self.dtype.bytes_for(self.k).expect("validated in Weights::new")
     }
@@ -228,10 +215,10 @@ impl<'a> Weights<'a> {
         WeightRows { bytes: self.bytes, k: self.k, row_bytes: self.row_bytes() }
     }
 
-    /// The input-major rows (`k` of `n` values) as the activation-sparse kernels read them.
-    pub(crate) fn input_rows(&self) -> WeightRows<'a> {
+    /// The input blocks as the activation-sparse kernels read them.
+    pub(crate) fn input_blocks(&self) -> InputBlocks<'a> {
         debug_assert_eq!(self.layout, Layout::InputMajor);
-        WeightRows { bytes: self.bytes, k: self.n, row_bytes: self.dtype.bytes_for(self.n).expect("validated") }
+        InputBlocks { bytes: self.bytes, geometry: crate::sparse::Geometry::of(self.dtype, self.n).expect("validated") }
     }
 
     /// The tiles as the tile kernels read them.

@@ -69,7 +69,7 @@ pub fn matmul_q8_f64(w: &Weights, x: &[f32], m: usize) -> RefOutput {
     let (k, nb) = (w.k(), w.k() / QK);
     match w.dtype() {
         DType::Q4_1 => {
-            let rows = w.gguf_bytes().expect("matmul_q8_f64: a rows or tiled layout");
+            let rows = w.gguf_bytes().expect("matmul_q8_f64: a layout with GGUF rows");
             let blocks: &[BlockQ4_1] = bytemuck::cast_slice(&rows);
             product(w, &wf, &xq, m, |c, i, xv| {
                 let b = &blocks[c * nb + i / QK];
@@ -79,7 +79,7 @@ pub fn matmul_q8_f64(w: &Weights, x: &[f32], m: usize) -> RefOutput {
             })
         }
         DType::Q4_0 => {
-            let rows = w.gguf_bytes().expect("matmul_q8_f64: a rows or tiled layout");
+            let rows = w.gguf_bytes().expect("matmul_q8_f64: a layout with GGUF rows");
             let blocks: &[BlockQ4_0] = bytemuck::cast_slice(&rows);
             product(w, &wf, &xq, m, |c, i, xv| {
                 let b = &blocks[c * nb + i / QK];
@@ -113,49 +113,17 @@ pub fn sparsify(x: &[f32], threshold: f32) -> Vec<f32> {
     x.iter().map(|&v| if v.abs() > threshold { v } else { 0.0 }).collect()
 }
 
-/// `|d·q| + |c|` of every weight (n × k), `c` its block's constant (Q4_1's `m`, Q4_0's `−8·d`):
-/// the two parts a kernel may accumulate separately, for rounding bounds. Float formats: `|w|`.
-fn term_magnitudes(w: &Weights) -> Vec<f64> {
-    let (n, k) = (w.n(), w.k());
-    if !w.dtype().is_block_quantized() {
-        return w.dequantize().iter().map(|&v| v.abs() as f64).collect();
-    }
-    // Blocks run along k (rows, tiled) or along n (input-major): walk the GGUF rows of
-    // whichever matrix holds them and place each value.
-    let (rows, transposed) = match w.gguf_bytes() {
-        Some(rows) => (rows.into_owned(), false),
-        None => (crate::sparse::transpose_gguf_rows(w).expect("the one layout without GGUF rows"), true),
-    };
-    let (row_len, bb) = (if transposed { n } else { k }, w.dtype().info().block_bytes);
-    let mut out = vec![0f64; n * k];
-    for (blk, b) in rows.chunks_exact(bb).enumerate() {
-        let (row, b0) = (blk * QK / row_len.max(1), blk * QK % row_len.max(1));
-        let d = f16_le([b[0], b[1]]).abs() as f64;
-        let (c, values): (f64, Vec<f64>) = match w.dtype() {
-            DType::Q4_1 => (f16_le([b[2], b[3]]).abs() as f64, quant::q4_values(b[4..20].try_into().expect("16 bytes")).map(|q| q as f64).to_vec()),
-            DType::Q4_0 => (8.0 * d, quant::q4_values(b[2..18].try_into().expect("16 bytes")).map(|q| q as f64).to_vec()),
-            _ => (0.0, b[2..34].iter().map(|&q| (q as i8 as f64).abs()).collect()),
-        };
-        for (j, q) in values.iter().enumerate() {
-            let (c_idx, i_idx) = if transposed { (b0 + j, row) } else { (row, b0 + j) };
-            out[c_idx * k + i_idx] = d * q + c;
-        }
-    }
-    out
-}
-
-/// `y = sparsify(x, threshold) · wᵀ` in f64, with the magnitudes of the terms an
-/// activation-sparse kernel accumulates (see [`act_sparse_error_bound`]).
+/// `y = x̂ · wᵀ` for `x̂` the thresholded input ([`sparsify`]) quantized as the integer paths
+/// quantize it: what an activation-sparse kernel computes up to f32 rounding (it is the dense
+/// integer product of the thresholded input; see [`act_sparse_error_bound`]).
 pub fn matmul_act_sparse_f64(w: &Weights, x: &[f32], m: usize, threshold: f32) -> RefOutput {
-    let xs = sparsify(x, threshold);
-    let (wf, mags, k) = (dequantized(w), term_magnitudes(w), w.k());
-    product(w, &wf, &xs, m, |c, i, xv| mags[c * k + i] * xv.abs())
+    matmul_q8_f64(w, &sparsify(x, threshold), m)
 }
 
 /// Bound on `|f32 result − exact|` for one output of an activation-sparse product over `k`
-/// inputs: every kept input adds one FMA to its output's chain (`≤ k`) and one to its block's
-/// constant, plus the scale product `xᵢ·d` and the final add — `γ_(k+8)` with the same factor-2
-/// margin as [`f32_error_bound`].
+/// inputs: each input block with kept inputs adds two FMAs to the output's chain (its exact
+/// integer dot product scaled by `d_w · d_x`, and its constant term), plus that scale product
+/// and the final add — `γ_(2k/32 + 8)` with the same factor-2 margin as [`f32_error_bound`].
 pub fn act_sparse_error_bound(k: usize, magnitude: f64) -> f64 {
-    (k + 8) as f64 * f32::EPSILON as f64 * magnitude
+    (2 * (k / QK) + 8) as f64 * f32::EPSILON as f64 * magnitude
 }

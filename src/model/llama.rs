@@ -129,8 +129,9 @@ pub struct Llama {
     rope: Rope,
     packed: PackedWeights,
     /// (n_layers) input-major copies of each block's matrices, in `Layer` order (q, k, v, o,
-    /// gate, up, down), for activation-sparse decoding; empty unless prepared.
-    input_major: Vec<[InputMajorWeights; 7]>,
+    /// gate, up, down), for activation-sparse decoding (`None` for a format without one);
+    /// empty unless prepared.
+    input_major: Vec<[Option<InputMajorWeights>; 7]>,
 }
 
 impl Llama {
@@ -216,23 +217,17 @@ impl Llama {
         Ok(())
     }
 
-    /// Makes the input-major copies of every block matrix that activation-sparse decoding reads
-    /// ([`crate::sparse::InputMajorWeights`]: only the rows of kept inputs are read), in
-    /// `dtype`, or each matrix's own format where it has an input-major layout (Q8_0 otherwise).
-    /// The copies are re-quantized along the other axis (a 4-bit copy of 4-bit weights rounds
-    /// twice: measure its perplexity) and cost as much memory as the blocks' matrices.
-    /// Runs on one thread per core.
-    pub fn prepare_act_sparsity(&mut self, dtype: Option<crate::DType>) -> Result<()> {
-        if let Some(d) = dtype
-            && !can_input_major(d)
-        {
-            return Err(Error::Unsupported { op: "Llama::prepare_act_sparsity", dtype: d });
-        }
+    /// Makes the input-major copies of the block matrices that activation-sparse decoding reads
+    /// ([`crate::sparse::InputMajorWeights`]: the same values rearranged, so that only the
+    /// weights of kept inputs are read) — every Q8_0, Q4_0 and Q4_1 matrix; others stay dense
+    /// (thresholded inputs, no saving). The copies cost as much memory as those matrices. Runs
+    /// on one thread per core.
+    pub fn prepare_act_sparsity(&mut self) -> Result<()> {
         let mats: Vec<Matrix> = self.layers.iter().flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down]).collect();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let next = std::sync::atomic::AtomicUsize::new(0);
         let this = &*self;
-        let mut done: Vec<(usize, Result<InputMajorWeights>)> = std::thread::scope(|scope| {
+        let mut done: Vec<(usize, Option<Result<InputMajorWeights>>)> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     scope.spawn(|| {
@@ -240,8 +235,7 @@ impl Llama {
                         loop {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some(m) = mats.get(i) else { break out };
-                            let format = dtype.unwrap_or(if can_input_major(m.dtype) { m.dtype } else { crate::DType::Q8_0 });
-                            out.push((i, InputMajorWeights::from_weights(&this.weights(m), format)));
+                            out.push((i, can_input_major(m.dtype).then(|| InputMajorWeights::from_weights(&this.weights(m)))));
                         }
                     })
                 })
@@ -249,10 +243,10 @@ impl Llama {
             workers.into_iter().flat_map(|w| w.join().expect("input-major worker")).collect()
         });
         done.sort_by_key(|(i, _)| *i);
-        let mut copies = done.into_iter().map(|(_, r)| r);
+        let mut copies = done.into_iter().map(|(_, r)| r.transpose());
         let mut layers = Vec::with_capacity(self.layers.len());
         for _ in 0..self.layers.len() {
-            let next: Vec<InputMajorWeights> = copies.by_ref().take(7).collect::<Result<_>>()?;
+            let next: Vec<Option<InputMajorWeights>> = copies.by_ref().take(7).collect::<Result<_>>()?;
             layers.push(next.try_into().expect("seven matrices a layer"));
         }
         self.input_major = layers;
@@ -453,7 +447,7 @@ impl<'m> Session<'m> {
         for (l, layer) in model.layers.iter().enumerate() {
             let t = |site: Site| act.map_or(0.0, |a| a.threshold(l, site));
             let sparse = model.input_major.get(l).filter(|_| act.is_some());
-            let w = |i: usize, dense: &Matrix| sparse.map_or_else(|| model.weights(dense), |copies| copies[i].weights());
+            let w = |i: usize, dense: &Matrix| sparse.and_then(|copies| copies[i].as_ref()).map_or_else(|| model.weights(dense), |copy| copy.weights());
             let mut observe = |site: Site, x: &[f32]| {
                 if let Some(h) = hist.as_deref_mut() {
                     h.observe(l, site, x);

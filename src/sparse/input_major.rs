@@ -1,31 +1,37 @@
-//! The input-major copy of a weight matrix: its transpose, quantized in GGUF rows.
+//! The input-major copy of a block-quantized weight matrix: the same values, rearranged so that
+//! each input's weights are one contiguous run.
 
 use crate::matmul::Weights;
-use crate::quant::QK;
+use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QK};
 use crate::{DType, Error, Result, quant};
 
-/// A weight matrix (`n` outputs × `k` inputs) stored input-major: `k` rows, row `i` holding
-/// input `i`'s `n` weights in 32-element blocks of a block format (Q8_0, Q4_0, Q4_1) — the
-/// blocks of the GGUF rows of `wᵀ`, with each row's fields gathered by kind so that a kernel
-/// loads many blocks' scales with one vector load:
+/// Outputs are stored in multiples of this (zero-padded): the kernels' widest step.
+pub(crate) const OUTPUT_ALIGN: usize = 64;
+
+/// A block-quantized weight matrix (`n` outputs × `k` inputs, Q8_0, Q4_0 or Q4_1) stored
+/// input-major, **losslessly**: the GGUF blocks' own codes and scales, rearranged.
+///
+/// A GGUF row holds one output's weights in blocks of 32 inputs, each block a scale `d` (and
+/// Q4_1's min `m`) and 32 codes. Here the matrix is cut into the same blocks of 32 inputs, and
+/// each *input block* `b` (inputs `32b .. 32b + 32`) is stored as
 ///
 /// ```text
-/// row i (n / 32 = nb blocks):  d: nb × f16 | m: nb × f16 (Q4_1 only) | values: nb × (16 or 32) bytes
+/// d: w × f16 (output j's scale for this block) | m: w × f16 (Q4_1 only) | 32 code rows
+/// code row t (input 32b + t): output j's code for that input, w codes, 4 or 8 bits each
 /// ```
-/// Values are the blocks' own bytes (Q4: 16 bytes, element j in the low nibble of byte j and
-/// j + 16 in its high nibble; Q8_0: 32 signed bytes). A row is as long as its GGUF row.
-/// [`InputMajorWeights::weights`] is the view the products take
-/// ([`Layout::InputMajor`](crate::matmul::Layout::InputMajor)).
-///
-/// The blocks run along the outputs, so the values are *re-quantized* from the source matrix
-/// (whose blocks run along the inputs): the copy is not the file's bytes rearranged, and a
-/// 4-bit copy of 4-bit weights adds a second rounding. `n` must be a multiple of 32; `k` is free.
+/// with `w = n` rounded up to a multiple of 64 (padding outputs have zero codes and scales).
+/// A 4-bit code row packs each run of 32 outputs in 16 bytes as GGUF packs a block (output `j`
+/// in the low nibble of byte `j`, `j + 16` in the high nibble); an 8-bit code row holds
+/// `q + 128` (the unsigned form integer dot products take). So input `i`'s weights are one run
+/// of `w · bits / 8` bytes, and a product that drops input `i` never reads them; the scales
+/// of a block are read once for the 32 inputs. The copy is exactly as large as the GGUF matrix
+/// when `n` is a multiple of 64, and [`InputMajorWeights::gguf_rows`] gives the file's bytes back.
 #[derive(Clone)]
 pub struct InputMajorWeights {
     dtype: DType,
     n: usize,
     k: usize,
-    /// k rows as above
+    /// k / 32 input blocks as above
     bytes: Vec<u8>,
 }
 
@@ -42,41 +48,137 @@ pub const fn can_input_major(dtype: DType) -> bool {
     matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_1)
 }
 
+/// Where an input block's fields sit, for `n` outputs of a format: the stored width `w`,
+/// the offsets of the m's and of the code rows, the bytes of a code row and of a whole block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub width: usize,
+    pub m_at: usize,
+    pub codes_at: usize,
+    pub code_row: usize,
+    pub block: usize,
+}
+
+impl Geometry {
+    /// `None` where the sizes overflow.
+    pub(crate) fn of(dtype: DType, n: usize) -> Option<Geometry> {
+        let width = n.checked_next_multiple_of(OUTPUT_ALIGN)?;
+        let (mins, bits) = match dtype {
+            DType::Q4_1 => (1, 4),
+            DType::Q4_0 => (0, 4),
+            _ => (0, 8),
+        };
+        let m_at = width.checked_mul(2)?;
+        let codes_at = m_at.checked_add(m_at * mins)?;
+        let code_row = width / 8 * bits;
+        let block = codes_at.checked_add(code_row.checked_mul(QK)?)?;
+        Some(Geometry { width, m_at, codes_at, code_row, block })
+    }
+}
+
+/// The stored size of an `n × k` matrix, checked.
 fn check(dtype: DType, n: usize, k: usize) -> Result<usize> {
     if !can_input_major(dtype) {
         return Err(Error::Unsupported { op: OP, dtype });
     }
-    if !n.is_multiple_of(QK) {
-        return Err(Error::BlockAlign { op: OP, what: "n (outputs)", len: n, dtype, block: QK });
+    if !k.is_multiple_of(QK) {
+        return Err(Error::BlockAlign { op: OP, what: "k (inputs)", len: k, dtype, block: QK });
     }
-    k.checked_mul(n).and_then(|e| dtype.bytes_for(e)).ok_or_else(|| Error::Shape { op: OP, detail: format!("{n}×{k} overflows") })
+    Geometry::of(dtype, n).and_then(|g| g.block.checked_mul(k / QK)).ok_or_else(|| Error::Shape { op: OP, detail: format!("{n}×{k} overflows") })
+}
+
+/// One GGUF block's scale, min and 32 codes (Q4: `0..=15`; Q8_0: `-127..=127` as stored).
+fn parse(dtype: DType, b: &[u8]) -> ([u8; 2], [u8; 2], [i32; QK]) {
+    match dtype {
+        DType::Q4_1 => {
+            let b: &BlockQ4_1 = bytemuck::from_bytes(b);
+            (b.d, b.m, quant::q4_values(&b.qs).map(i32::from))
+        }
+        DType::Q4_0 => {
+            let b: &BlockQ4_0 = bytemuck::from_bytes(b);
+            (b.d, [0; 2], quant::q4_values(&b.qs).map(i32::from))
+        }
+        _ => {
+            let b: &BlockQ8_0 = bytemuck::from_bytes(b);
+            (b.d, [0; 2], b.qs.map(i32::from))
+        }
+    }
+}
+
+/// Stores `code` for output `j` in a code row.
+fn put_code(row: &mut [u8], bits: usize, j: usize, code: i32) {
+    if bits == 4 {
+        let (byte, shift) = (j / QK * 16 + j % 16, if j % QK < 16 { 0 } else { 4 });
+        row[byte] |= (code as u8 & 0x0f) << shift;
+    } else {
+        row[j] = (code as i8 as u8) ^ 0x80;
+    }
+}
+
+/// Output `j`'s code in a code row (as `put_code` stored it).
+fn get_code(row: &[u8], bits: usize, j: usize) -> u8 {
+    if bits == 4 {
+        let (byte, shift) = (j / QK * 16 + j % 16, if j % QK < 16 { 0 } else { 4 });
+        (row[byte] >> shift) & 0x0f
+    } else {
+        row[j] ^ 0x80
+    }
+}
+
+fn bits(dtype: DType) -> usize {
+    if dtype == DType::Q8_0 { 8 } else { 4 }
 }
 
 impl InputMajorWeights {
-    /// Quantizes `w` (`n × k` f32, row-major) input-major in `dtype` with the reference quantizer.
+    /// Quantizes `w` (`n × k` f32, row-major) in `dtype`'s GGUF rows with the reference
+    /// quantizer, then rearranges them: the same values as `quant::quantize(dtype, w)`.
     pub fn quantize(dtype: DType, n: usize, k: usize, w: &[f32]) -> Result<Self> {
         check(dtype, n, k)?;
         if n.checked_mul(k) != Some(w.len()) {
             return crate::error::shape_err(OP, format!("w has {} values, expected n·k = {n}·{k}", w.len()));
         }
-        let mut t = vec![0f32; n * k];
-        for (c, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
-            for (i, &v) in row.iter().enumerate() {
-                t[i * n + c] = v;
-            }
-        }
-        let mut bytes = quant::quantize(dtype, &t)?;
-        let row_bytes = dtype.bytes_for(n).expect("checked");
-        for row in bytes.chunks_exact_mut(row_bytes.max(1)) {
-            let planar = gguf_to_planar(dtype, row);
-            row.copy_from_slice(&planar);
-        }
-        Ok(InputMajorWeights { dtype, n, k, bytes })
+        InputMajorWeights::from_gguf_rows(dtype, n, k, &quant::quantize(dtype, w)?)
     }
 
-    /// The input-major copy of `w` (any layout), its values re-quantized in `dtype`.
-    pub fn from_weights(w: &Weights, dtype: DType) -> Result<Self> {
-        InputMajorWeights::quantize(dtype, w.n(), w.k(), &w.dequantize())
+    /// The input-major copy of `w` (any layout of Q8_0, Q4_0 or Q4_1): the same values.
+    pub fn from_weights(w: &Weights) -> Result<Self> {
+        check(w.dtype(), w.n(), w.k())?;
+        let rows = w.gguf_bytes().ok_or(Error::Unsupported { op: OP, dtype: w.dtype() })?;
+        InputMajorWeights::from_gguf_rows(w.dtype(), w.n(), w.k(), &rows)
+    }
+
+    /// Rearranges a matrix's GGUF bytes (`n` rows of `k` values).
+    pub fn from_gguf_rows(dtype: DType, n: usize, k: usize, rows: &[u8]) -> Result<Self> {
+        let total = check(dtype, n, k)?;
+        let row_bytes = dtype.bytes_for(k).expect("k is whole blocks");
+        if n.checked_mul(row_bytes) != Some(rows.len()) {
+            return crate::error::shape_err(OP, format!("{n}×{k} {dtype} is {} bytes in GGUF rows, got {}", n * row_bytes, rows.len()));
+        }
+        let g = Geometry::of(dtype, n).expect("checked");
+        let (bb, bits) = (dtype.info().block_bytes, bits(dtype));
+        let mut bytes = vec![0u8; total];
+        for (j, row) in rows.chunks_exact(row_bytes.max(1)).enumerate().take(n) {
+            for (b, block) in row.chunks_exact(bb).enumerate() {
+                let (d, m, codes) = parse(dtype, block);
+                let out = &mut bytes[b * g.block..(b + 1) * g.block];
+                out[2 * j..2 * j + 2].copy_from_slice(&d);
+                if dtype == DType::Q4_1 {
+                    out[g.m_at + 2 * j..g.m_at + 2 * j + 2].copy_from_slice(&m);
+                }
+                for (t, &code) in codes.iter().enumerate() {
+                    put_code(&mut out[g.codes_at + t * g.code_row..][..g.code_row], bits, j, code);
+                }
+            }
+        }
+        if dtype == DType::Q8_0 {
+            // Padding outputs hold code 0 (stored 0x80), like the rest of the format.
+            for block in bytes.chunks_exact_mut(g.block.max(1)) {
+                for row in block[g.codes_at..].chunks_exact_mut(g.code_row.max(1)) {
+                    row[n..].fill(0x80);
+                }
+            }
+        }
+        Ok(InputMajorWeights { dtype, n, k, bytes })
     }
 
     /// Takes bytes already in this layout (e.g. from a file), checking their length.
@@ -93,61 +195,41 @@ impl InputMajorWeights {
         Weights::input_major(self.dtype, self.n, self.k, &self.bytes)
     }
 
-    /// The stored bytes: `k` rows of `n` values as above.
+    /// The stored bytes: `k / 32` input blocks as above.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
-}
 
-/// Where a block's fields sit in its GGUF bytes: (d, m, values, value bytes).
-const fn fields(dtype: DType) -> (usize, Option<usize>, usize, usize) {
-    match dtype {
-        DType::Q4_1 => (0, Some(2), 4, QK / 2),
-        DType::Q4_0 => (0, None, 2, QK / 2),
-        _ => (0, None, 2, QK),
+    /// The matrix in GGUF rows again (`n` rows of `k` values), byte for byte what it was made from.
+    pub fn gguf_rows(&self) -> Vec<u8> {
+        gguf_rows(self.dtype, self.n, self.k, &self.bytes)
     }
 }
 
-/// One row of GGUF blocks gathered by field (the layout above).
-fn gguf_to_planar(dtype: DType, row: &[u8]) -> Vec<u8> {
-    let (d_at, m_at, q_at, qb) = fields(dtype);
-    let bb = dtype.info().block_bytes;
-    let nb = row.len() / bb;
-    let mut out = vec![0u8; row.len()];
-    let values_at = if m_at.is_some() { 4 * nb } else { 2 * nb };
-    for (j, b) in row.chunks_exact(bb).enumerate() {
-        out[2 * j..2 * j + 2].copy_from_slice(&b[d_at..d_at + 2]);
-        if let Some(m_at) = m_at {
-            out[2 * nb + 2 * j..2 * nb + 2 * j + 2].copy_from_slice(&b[m_at..m_at + 2]);
+/// An input-major matrix's GGUF rows (the inverse of `from_gguf_rows`; padding dropped).
+pub(crate) fn gguf_rows(dtype: DType, n: usize, k: usize, bytes: &[u8]) -> Vec<u8> {
+    let g = Geometry::of(dtype, n).expect("validated");
+    let (bb, bits) = (dtype.info().block_bytes, bits(dtype));
+    let row_bytes = dtype.bytes_for(k).expect("validated");
+    let mut rows = vec![0u8; n * row_bytes];
+    for (j, row) in rows.chunks_exact_mut(row_bytes.max(1)).enumerate().take(n) {
+        for (b, out) in row.chunks_exact_mut(bb).enumerate() {
+            let block = &bytes[b * g.block..(b + 1) * g.block];
+            out[..2].copy_from_slice(&block[2 * j..2 * j + 2]);
+            let code = |t: usize| get_code(&block[g.codes_at + t * g.code_row..][..g.code_row], bits, j);
+            match dtype {
+                DType::Q8_0 => (0..QK).for_each(|t| out[2 + t] = code(t)),
+                _ => {
+                    let at = if dtype == DType::Q4_1 {
+                        out[2..4].copy_from_slice(&block[g.m_at + 2 * j..g.m_at + 2 * j + 2]);
+                        4
+                    } else {
+                        2
+                    };
+                    (0..QK / 2).for_each(|t| out[at + t] = code(t) | code(t + 16) << 4);
+                }
+            }
         }
-        out[values_at + qb * j..values_at + qb * (j + 1)].copy_from_slice(&b[q_at..q_at + qb]);
     }
-    out
-}
-
-/// One stored row back in GGUF blocks.
-fn planar_to_gguf(dtype: DType, row: &[u8]) -> Vec<u8> {
-    let (d_at, m_at, q_at, qb) = fields(dtype);
-    let bb = dtype.info().block_bytes;
-    let nb = row.len() / bb;
-    let mut out = vec![0u8; row.len()];
-    let values_at = if m_at.is_some() { 4 * nb } else { 2 * nb };
-    for (j, b) in out.chunks_exact_mut(bb).enumerate() {
-        b[d_at..d_at + 2].copy_from_slice(&row[2 * j..2 * j + 2]);
-        if let Some(m_at) = m_at {
-            b[m_at..m_at + 2].copy_from_slice(&row[2 * nb + 2 * j..2 * nb + 2 * j + 2]);
-        }
-        b[q_at..q_at + qb].copy_from_slice(&row[values_at + qb * j..values_at + qb * (j + 1)]);
-    }
-    out
-}
-
-/// The GGUF rows of `wᵀ` (`k` rows of `n` values) for an input-major view: its blocks as the
-/// file formats and references know them. `None` for another layout.
-pub fn transpose_gguf_rows(w: &Weights) -> Option<Vec<u8>> {
-    if w.layout() != crate::matmul::Layout::InputMajor {
-        return None;
-    }
-    let row_bytes = w.dtype().bytes_for(w.n())?;
-    Some(w.bytes().chunks_exact(row_bytes.max(1)).flat_map(|row| planar_to_gguf(w.dtype(), row)).collect())
+    rows
 }

@@ -115,7 +115,8 @@ pub(crate) enum ActsForm {
     Quantized,
     /// 8-bit blocks with block-major scales as well (`Acts::by_block`: panels, tiles).
     QuantizedBlockMajor,
-    /// The list of kept inputs of each row (`Acts::active`: activation-sparse kernels).
+    /// 8-bit blocks with per-row scales and the list of kept inputs of each row
+    /// (`Acts::active`: the activation-sparse kernels).
     Active,
 }
 
@@ -136,7 +137,7 @@ impl MatmulKernel {
     }
     /// An activation-sparse kernel: any `m`, whole 32-output blocks of the input-major layout.
     const fn input_major(format: DType, run: MatmulFn) -> MatmulKernel {
-        MatmulKernel { format, layout: Layout::InputMajor, min_m: 1, cols_unit: crate::quant::QK, acts: ActsForm::Active, run }
+        MatmulKernel { format, layout: Layout::InputMajor, min_m: 1, cols_unit: crate::sparse::OUTPUT_ALIGN, acts: ActsForm::Active, run }
     }
 }
 
@@ -245,7 +246,7 @@ macro_rules! isa_entry_points {
             }
             $(#[$attr])*
             unsafe fn act_sparse<Q: QuantFormat>(w: &Weights, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
-                act_sparse::act_sparse::<_, Q>($token, w.input_rows(), x, out, buf)
+                act_sparse::act_sparse::<_, Q>($token, w.input_blocks(), x, out, buf)
             }
             $(#[$attr])*
             unsafe fn attend_f32(kv: &KvSpan, rows: &mut AttnRows) {

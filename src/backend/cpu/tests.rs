@@ -64,11 +64,16 @@ fn check_words<S: Simd>(s: S, a: &[u8; 64], b: &[i8; 64]) {
     let want_sum: Vec<i16> = (0..S::LANES).map(|l| 100 * (a[2 * l] as i8 as i16 + a[2 * l + 1] as i8 as i16)).collect();
     assert_eq!(&stored[..S::LANES], &want_sum[..], "store_i16");
 
-    // Byte widening, zero- and sign-extended.
-    let want_u: Vec<i64> = a[..S::LANES].iter().map(|&v| v as i64).collect();
-    let want_s: Vec<i64> = a[..S::LANES].iter().map(|&v| v as i8 as i64).collect();
-    assert_eq!(lanes(s, s.widen_u8(a)), want_u, "widen_u8");
-    assert_eq!(lanes(s, s.widen_i8(a)), want_s, "widen_i8");
+    // Four rows side by side: a dot product on `interleave4`'s lanes, put back in position
+    // order by `natural4`, is position j's 4-byte dot product of the rows' bytes.
+    let rows: [Vec<u8>; 4] = std::array::from_fn(|r| (0..n).map(|j| a[(j * 7 + 13 * r) % n] & 0x0f).collect());
+    let coef: [i8; 4] = [b[0], b[1].max(-127), -127, 127];
+    let inter = s.interleave4(std::array::from_fn(|r| s.iload(&rows[r])));
+    let dots = s.natural4(inter.map(|v| s.nib_sum(s.nib_dot(s.izero(), v, s.isplat4(&coef)))));
+    for (t, d) in dots.iter().enumerate() {
+        let want: Vec<i64> = (0..S::LANES).map(|l| (0..4).map(|r| rows[r][t * S::LANES + l] as i64 * coef[r] as i64).sum()).collect();
+        assert_eq!(lanes(s, *d), want, "interleave4, natural4: vector {t}");
+    }
 
     // round_nearest: within half a step, ties either way.
     let x: Vec<f32> = (0..16).map(|l| a[l] as i8 as f32 * 0.37 + b[l] as f32 * 1000.5).collect();
@@ -254,7 +259,7 @@ fn matmul_table_covers_every_format_and_layout_once() {
                 assert!(tiles.is_none_or(|e| e.cols_unit == tiled::TILE && e.acts == ActsForm::QuantizedBlockMajor));
                 let sparse = k.matmul(format, Layout::InputMajor, m);
                 assert_eq!(sparse.is_some(), can_input_major(format), "{isa} {format} input-major m = {m}");
-                assert!(sparse.is_none_or(|e| e.cols_unit == crate::quant::QK && e.acts == ActsForm::Active));
+                assert!(sparse.is_none_or(|e| e.cols_unit == crate::sparse::OUTPUT_ALIGN && e.acts == ActsForm::Active));
             }
             assert!(k.matmul(format, Layout::Rows, 0).is_none(), "m = 0 never reaches a kernel");
         }

@@ -1,169 +1,189 @@
-//! Activation-sparse products over input-major weights ([`crate::matmul::Layout::InputMajor`]).
+//! Activation-sparse products over input-major weights ([`crate::matmul::Layout::InputMajor`],
+//! [`crate::sparse::InputMajorWeights`]).
 //!
-//! `y = x · wᵀ = Σᵢ xᵢ · w[:, i]`: with the weights stored input-major (row `i` of the bytes is
-//! column `i` of `w`, `n` outputs in 32-element blocks), an input that is zero contributes
-//! nothing and its row is never read. The product is a sum of scaled rows over the *active*
-//! inputs only (`Acts::active_row`, built once per call): decode reads `(1 − sparsity)` of the
-//! matrix's bytes.
+//! `y = x · wᵀ`. With the weights stored input-major, input `i`'s weights are one contiguous
+//! code row, and an input that is dropped (zero) is never read: decode reads the code rows of
+//! the kept inputs only, plus each input block's scales once.
 //!
-//! Per active input and output block, with the block's scale `d` and constant `c` (Q4_1's min
-//! `m`, Q4_0's `−8·d`, 0 for Q8_0): `y[b·32 + j] += (xᵢ·d) · q_j` in vectors, and the block's
-//! `xᵢ · c` — the same for its 32 outputs — into one scalar per block, added once at the end.
+//! The arithmetic is the dense integer kernels': the input is quantized to 8 bits per block of
+//! 32 inputs (`x ≈ d_x · q_x`), and for each input block `b` with kept inputs and each output
+//! `j`, `y_j += d_w[j] · d_x · Σ q_x[i] · code_j[i] + c_w[j] · d_x · Σ q_x` (over the block's
+//! inputs; `c_w` is Q4_1's min `m`, Q4_0's `−8 · d_w`, and for Q8_0's excess-128 codes
+//! `−128 · d_w`). The sum over the block's kept inputs is an integer dot product four inputs at
+//! a time: four code rows are laid side by side (`interleave4`: each output's four codes one
+//! 32-bit lane) against the four `q_x` broadcast, so a `vpdpbusd` does 64 multiply-adds — as
+//! many as the dense kernels' — and the lane sums are put back in output order once per block
+//! and step (`natural4`). The result equals the dense integer product of the thresholded input
+//! up to the order of the float additions.
 //!
-//! A task owns a run of output blocks and walks it in segments of at most `SEGMENT` outputs:
-//! the segment's running sums stay in L1 (`PanelBuf::sums`), and each active input's row
-//! segment is one contiguous run of bytes (Q4_1: 20 bytes per 32 outputs), which the hardware
-//! prefetchers follow; rows are taken `GROUP` at a time so that each running-sum vector is
-//! loaded and stored once per `GROUP` rows. Values accumulate in f32 (activations are not
-//! quantized): an output's longest rounding chain is one FMA per active input.
+//! A task owns a run of whole 64-output steps and walks it in segments of at most `SEGMENT`
+//! outputs whose running sums stay in L1 (`PanelBuf::sums`); within a segment, each input
+//! block's kept code rows stream from start to end.
 
 use super::formats::QuantFormat;
 use super::quant_panel::PanelBuf;
-use super::{Active, Acts, TaskOut, WeightRows, grow};
+use super::{Acts, InputBlocks, TaskOut, grow};
 use crate::backend::cpu::simd::{Simd, head};
 use crate::quant::QK;
 
 /// Outputs per segment: 16 KiB of running sums, comfortably inside L1 with the rows streaming.
 const SEGMENT: usize = 4096;
-/// f32s of padding around a task's working memory: two cache lines.
+/// f32s of padding around a task's running sums: two cache lines (a line shared with another
+/// task's buffer would ping-pong between the cores).
 const PAD: usize = 32;
-/// Active rows folded into the running sums per pass.
-const GROUP: usize = 4;
+/// Which block ahead of the one being folded is prefetched.
+const LOOKAHEAD: usize = 1;
 
-/// `acc[v] += a · q` for one block's 32 values `q` (their bytes start `qs`; `acc` holds
-/// `32 / LANES` vectors in value order): Q4 values unsigned `0..=15` (the offset rides on the
-/// block constant), Q8_0 signed.
+/// The four code rows of one group of kept inputs (their offsets in the block) and their four
+/// 8-bit inputs as one little-endian word (a group short of four repeats a row with input 0).
+#[derive(Clone, Copy, Debug, Default)]
+struct Quad {
+    rows: [usize; 4],
+    word: i32,
+}
+
+/// `4 · LANES` codes of the code row at `at`, starting at output `col`, as bytes: Q4 `0..=15`,
+/// Q8_0 signed where the level prefers signed products (`DOT_SIGNED_Q8`), else excess-128.
 #[inline(always)]
-fn axpy<S: Simd, Q: QuantFormat>(s: S, qs: &[u8], a: S::F, acc: &mut [S::F; 4]) {
-    let lanes = S::LANES;
+fn codes<S: Simd, Q: QuantFormat>(s: S, block: &[u8], at: usize, col: usize) -> S::I {
     if Q::BITS == 4 {
-        // Byte j holds value j (low nibble) and j + 16 (high).
-        let qs: &[u8; QK / 2] = head(qs);
-        let mask = s.isplat(0x0f);
-        for j in (0..QK / 2).step_by(lanes) {
-            let v = s.widen_u8(&qs[j..]);
-            let (lo, hi) = (s.to_f32(s.iand(v, mask)), s.to_f32(s.ishr(v, 4)));
-            acc[j / lanes] = s.mul_add(lo, a, acc[j / lanes]);
-            acc[(QK / 2 + j) / lanes] = s.mul_add(hi, a, acc[(QK / 2 + j) / lanes]);
-        }
+        // `nibbles` reads a second 16 bytes only where a step is two runs of 32 outputs.
+        let qs = &block[at + col / 2..];
+        s.nibbles([head(qs), head(if S::LANES > 8 { &qs[QK / 2..] } else { qs })])
+    } else if S::DOT_SIGNED_Q8 {
+        s.ixor(s.iload(&block[at + col..]), s.isplat(0x8080_8080u32 as i32))
     } else {
-        let qs: &[u8; QK] = head(qs);
-        for j in (0..QK).step_by(lanes) {
-            acc[j / lanes] = s.mul_add(s.to_f32(s.widen_i8(&qs[j..])), a, acc[j / lanes]);
-        }
+        s.iload(&block[at + col..])
     }
 }
 
-/// Where a stored row's fields start (see `InputMajorWeights`): m's, values; and value bytes
-/// per block.
-const fn offsets<Q: QuantFormat>(nb_row: usize) -> (usize, usize, usize) {
-    let values = if Q::HAS_MIN { 4 * nb_row } else { 2 * nb_row };
-    (2 * nb_row, values, Q::BITS * QK / 8)
+/// `acc + Σ₄ codes · inputs` per lane, in `nib_dot`'s running form for Q4.
+#[inline(always)]
+fn dot<S: Simd, Q: QuantFormat>(s: S, acc: S::I, codes: S::I, inputs: S::I) -> S::I {
+    if Q::BITS == 4 {
+        s.nib_dot(acc, codes, inputs)
+    } else if S::DOT_SIGNED_Q8 {
+        s.dot_i8(acc, codes, inputs)
+    } else {
+        s.dot_u8(acc, codes, inputs)
+    }
 }
 
-/// Folds `G` active rows into the segment's running sums (blocks `b0 .. b0 + sums.len() / 32`):
-/// first each row's block scales `x·d` (into `scales`, `G` runs of `nb`) and constants
-/// (`consts += x·c`), `LANES` blocks a vector, then the values, block by block, each running-sum
-/// vector loaded and stored once for the `G` rows.
+/// One input block's work for a row: where its bytes are and its kept inputs in quads.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BlockWork {
+    block: usize,
+    quads: [Quad; QK / 4],
+    count: usize,
+}
+
+/// Adds input block `work`'s kept inputs (scale `dx`, scaled sum `dsum`) into the running sums
+/// of outputs `c0 .. c0 + sums.len()`, prefetching the same outputs of a later block's (`ahead`:
+/// `LOOKAHEAD` blocks on) kept rows and scales as it goes, and only bytes that will be read (each
+/// kept row is its own stream, more than the hardware prefetchers follow).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn fold<S: Simd, Q: QuantFormat, const G: usize>(
-    s: S,
-    w: WeightRows,
-    nb_row: usize,
-    rows: &[Active],
-    b0: usize,
-    sums: &mut [f32],
-    consts: &mut [f32],
-    scales: &mut [f32],
-) {
-    let (lanes, nb) = (S::LANES, sums.len() / QK);
-    let (m_at, v_at, qb) = offsets::<Q>(nb_row);
-    let mut values: [&[u8]; G] = [&[]; G];
-    let stride = nb.next_multiple_of(lanes);
-    for g in 0..G {
-        let (row, x) = (w.row(rows[g].i as usize), rows[g].x);
-        values[g] = &row[v_at + b0 * qb..v_at + (b0 + nb) * qb];
-        let (d, m) = (&row[2 * b0..], &row[m_at + 2 * b0..]);
-        let scales = &mut scales[g * stride..(g + 1) * stride];
-        let (xv, c_factor) = (s.splat(x), s.splat(-(Q::OFFSET as f32) * x));
-        // Whole vectors of blocks where the row holds the bytes (lanes past `nb` read the
-        // next fields, harmlessly: their results land in the padding of `scales` and `consts`).
-        let mut j = 0;
-        while j < nb && 2 * (j + lanes) <= d.len() && (!Q::HAS_MIN || 2 * (j + lanes) <= m.len()) {
-            let dv = s.load_f16(&d[2 * j..]);
-            s.store(s.mul(dv, xv), &mut scales[j..]);
-            if Q::HAS_MIN {
-                let c = s.load(&consts[j..]);
-                s.store(s.mul_add(s.load_f16(&m[2 * j..]), xv, c), &mut consts[j..]);
-            } else if Q::BITS == 4 {
-                let c = s.load(&consts[j..]);
-                s.store(s.mul_add(dv, c_factor, c), &mut consts[j..]);
+fn fold_block<S: Simd, Q: QuantFormat>(s: S, w: InputBlocks, work: &BlockWork, ahead: Option<&BlockWork>, dx: f32, dsum: f32, c0: usize, sums: &mut [f32]) {
+    let (lanes, g) = (S::LANES, w.geometry);
+    let step = 4 * lanes;
+    let (block, quads) = (w.block(work.block), &work.quads[..work.count.div_ceil(4)]);
+    let ahead = ahead.map(|n| (w.block(n.block), &n.quads[..n.count.div_ceil(4)]));
+    // The constant term's factor per weight scale (Q4_0's offset 8, excess-128 Q8_0's 128).
+    let offset = if Q::BITS == 4 {
+        Q::OFFSET
+    } else if S::DOT_SIGNED_Q8 {
+        0
+    } else {
+        128
+    };
+    let (dxv, cv) = (s.splat(dx), s.splat(-(offset as f32) * dsum));
+    let dsumv = s.splat(dsum);
+    for (o, out) in sums.chunks_exact_mut(step).enumerate() {
+        let col = c0 + o * step;
+        if let Some((nb, nq)) = ahead {
+            // A code row's line once per 64 bytes; the scales' lines every step.
+            if (col * Q::BITS / 8).is_multiple_of(64) {
+                for q in nq {
+                    for at in q.rows {
+                        s.prefetch(nb, at + col * Q::BITS / 8);
+                    }
+                }
             }
-            j += lanes;
-        }
-        for j in j..nb {
-            let dj = s.f16_to_f32([d[2 * j], d[2 * j + 1]]);
-            scales[j] = dj * x;
-            if Q::HAS_MIN {
-                consts[j] += s.f16_to_f32([m[2 * j], m[2 * j + 1]]) * x;
-            } else if Q::BITS == 4 {
-                consts[j] += dj * (-(Q::OFFSET as f32) * x);
+            for at in (2 * col..2 * (col + step)).step_by(64) {
+                s.prefetch(nb, at);
+                if Q::HAS_MIN {
+                    s.prefetch(nb, g.m_at + at);
+                }
             }
         }
-    }
-    let per_block = QK / lanes;
-    for (j, out) in sums.chunks_exact_mut(QK).enumerate() {
-        let mut acc = [s.zero(); 4];
-        for v in 0..per_block {
-            acc[v] = s.load(&out[v * lanes..]);
+        let mut acc = [s.izero(); 4];
+        for q in quads {
+            let inputs = s.isplat(q.word);
+            let rows = s.interleave4(q.rows.map(|at| codes::<S, Q>(s, block, at, col)));
+            for t in 0..4 {
+                acc[t] = dot::<S, Q>(s, acc[t], rows[t], inputs);
+            }
         }
-        for g in 0..G {
-            let (q, rest) = values[g].split_at(qb);
-            values[g] = rest;
-            axpy::<S, Q>(s, q, s.splat(scales[g * stride + j]), &mut acc);
-        }
-        for v in 0..per_block {
-            s.store(acc[v], &mut out[v * lanes..]);
+        let acc = s.natural4(if Q::BITS == 4 { acc.map(|a| s.nib_sum(a)) } else { acc });
+        for t in 0..4 {
+            let (j, y) = (col + t * lanes, &mut out[t * lanes..]);
+            let dw = s.load_f16(&block[2 * j..]);
+            let mut v = s.mul_add(s.mul(dw, dxv), s.to_f32(acc[t]), s.load(y));
+            if Q::HAS_MIN {
+                v = s.mul_add(s.load_f16(&block[g.m_at + 2 * j..]), dsumv, v);
+            } else if offset != 0 {
+                v = s.mul_add(dw, cv, v);
+            }
+            s.store(v, y);
         }
     }
 }
 
-/// `y[r][c] = Σ over active inputs i of row r: x[r][i] · w[c][i]`, for this task's columns `c`
-/// (whole 32-output blocks: `n` is a multiple of 32 for the input-major layout). `w` holds the
-/// input-major rows (`k` rows of `n` values: `w.k` here is `n`).
+/// `y[r][c] = Σ over kept inputs i of row r: x[r][i] · w[c][i]` (integer arithmetic as above),
+/// for this task's columns `c` and input blocks (`x.blocks`): whole 64-output steps from a
+/// multiple of 64, the last possibly running past `n` into the stored padding (those sums are
+/// dropped).
 #[inline(always)]
-pub(crate) fn act_sparse<S: Simd, Q: QuantFormat>(s: S, w: WeightRows, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
+pub(crate) fn act_sparse<S: Simd, Q: QuantFormat>(s: S, w: InputBlocks, x: Acts, out: &TaskOut, buf: &mut PanelBuf) {
     let cols = out.cols();
-    debug_assert!(cols.start.is_multiple_of(QK) && cols.end.is_multiple_of(QK));
-    let nb_row = w.k / QK;
+    debug_assert!(cols.start.is_multiple_of(crate::sparse::OUTPUT_ALIGN));
+    let g = w.geometry;
+    let mut blocks = std::mem::take(&mut buf.blocks);
     for r in 0..x.m {
-        let active = x.active_row(r);
+        let qx = x.qrow(r);
+        // The row's blocks with kept inputs whose 8-bit values are not 0, four to a quad.
+        blocks.clear();
+        for a in x.active_row(r) {
+            let (b, t, v) = (a.i as usize / QK, a.i as usize % QK, qx.qs[a.i as usize]);
+            if v == 0 {
+                continue;
+            }
+            if blocks.last().is_none_or(|w: &BlockWork| w.block != b) {
+                blocks.push(BlockWork { block: b, ..BlockWork::default() });
+            }
+            let work = blocks.last_mut().expect("pushed");
+            let (quad, p) = (&mut work.quads[work.count / 4], work.count % 4);
+            if p == 0 {
+                *quad = Quad { rows: [g.codes_at + t * g.code_row; 4], word: 0 };
+            }
+            quad.rows[p] = g.codes_at + t * g.code_row;
+            quad.word |= ((v as u8) as i32) << (8 * p);
+            work.count += 1;
+        }
         let mut c0 = cols.start;
         while c0 < cols.end {
             let len = SEGMENT.min(cols.end - c0);
-            let (b0, nb) = (c0 / QK, len / QK);
-            // Padded on both sides: another task's buffer may be the next allocation, and a
-            // cache line of running sums shared with it ping-pongs between the cores (measured:
-            // two threads slower than one at SmolLM2's shapes without the padding).
-            let stride = nb.next_multiple_of(S::LANES);
-            let work = &mut grow(&mut buf.sums, PAD + len + (1 + GROUP) * stride + PAD)[PAD..];
-            work[..len + stride].fill(0.0);
-            let (sums, rest) = work.split_at_mut(len);
-            let (consts, scales) = rest.split_at_mut(stride);
-            let consts = &mut consts[..];
-            let mut groups = active.chunks_exact(GROUP);
-            for rows in &mut groups {
-                fold::<S, Q, GROUP>(s, w, nb_row, rows, b0, sums, consts, scales);
+            // Whole steps: within the stored width, as `c0 + len ≤ n` and the width is `n`
+            // rounded up to a multiple of every step.
+            let padded = len.next_multiple_of(4 * S::LANES);
+            let sums = &mut grow(&mut buf.sums, PAD + padded + PAD)[PAD..PAD + padded];
+            sums.fill(0.0);
+            for (i, work) in blocks.iter().enumerate() {
+                fold_block::<S, Q>(s, w, work, blocks.get(i + LOOKAHEAD), qx.d[work.block], qx.dsums[work.block], c0, sums);
             }
-            for row in groups.remainder().chunks(1) {
-                fold::<S, Q, 1>(s, w, nb_row, row, b0, sums, consts, scales);
-            }
-            for (block, &c) in sums.chunks_exact_mut(QK).zip(consts.iter()) {
-                block.iter_mut().for_each(|v| *v += c);
-            }
-            out.write(r, c0, sums);
+            out.write(r, c0, &sums[..len]);
             c0 += len;
         }
     }
+    buf.blocks = blocks;
 }

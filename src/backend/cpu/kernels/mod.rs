@@ -50,6 +50,9 @@ pub(crate) struct Acts<'a> {
     pub active: &'a [Active],
     /// (m) where each row's run in `active` ends.
     pub active_ends: &'a [usize],
+    /// The input blocks (of 32) an activation-sparse kernel takes its kept inputs from: a task's
+    /// share when the work is split along the inputs (`Cpu::product`); all of them elsewhere.
+    pub blocks: (usize, usize),
 }
 
 /// One active (kept, nonzero) input of an activation-sparse product.
@@ -83,12 +86,15 @@ pub(crate) struct QRow<'a> {
 impl<'a> Acts<'a> {
     /// Activations for the float paths (no quantized copy).
     pub fn float(x: &'a [f32], m: usize, k: usize) -> Self {
-        Acts { m, k, f32s: x, qs: &[], d: &[], dsums: &[], by_block: &[], active: &[], active_ends: &[] }
+        Acts { m, k, f32s: x, qs: &[], d: &[], dsums: &[], by_block: &[], active: &[], active_ends: &[], blocks: (0, k / crate::quant::QK) }
     }
-    /// Row `r`'s active inputs.
+    /// Row `r`'s active inputs in `blocks`.
     pub fn active_row(&self, r: usize) -> &'a [Active] {
         let start = if r == 0 { 0 } else { self.active_ends[r - 1] };
-        &self.active[start..self.active_ends[r]]
+        let row = &self.active[start..self.active_ends[r]];
+        let block = |a: &Active| a.i as usize / crate::quant::QK;
+        let (lo, hi) = (row.partition_point(|a| block(a) < self.blocks.0), row.partition_point(|a| block(a) < self.blocks.1));
+        &row[lo..hi]
     }
     pub fn row(&self, r: usize) -> &'a [f32] {
         &self.f32s[r * self.k..(r + 1) * self.k]
@@ -110,6 +116,21 @@ pub(crate) struct WeightRows<'a> {
 impl<'a> WeightRows<'a> {
     pub fn row(&self, n: usize) -> &'a [u8] {
         &self.bytes[n * self.row_bytes..(n + 1) * self.row_bytes]
+    }
+}
+
+/// Weights in the input-major layout ([`crate::sparse::InputMajorWeights`]): `k / 32` input
+/// blocks, each `geometry.block` bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct InputBlocks<'a> {
+    pub bytes: &'a [u8],
+    pub geometry: crate::sparse::Geometry,
+}
+
+impl<'a> InputBlocks<'a> {
+    /// Input block `b` (inputs `32b .. 32b + 32`).
+    pub fn block(&self, b: usize) -> &'a [u8] {
+        &self.bytes[b * self.geometry.block..(b + 1) * self.geometry.block]
     }
 }
 

@@ -31,8 +31,12 @@ pub(crate) struct PanelBuf {
     pub(super) m: Vec<f32>,
     /// (k, LANES): a float-weight panel
     floats: Vec<f32>,
-    /// A segment's running sums and block constants (`act_sparse`).
+    /// A segment's running sums (`act_sparse`).
     pub(super) sums: Vec<f32>,
+    /// A task's partial products when the work is split along the inputs (`Cpu::product`).
+    pub(crate) partial: Vec<f32>,
+    /// A row's input blocks with kept inputs (`act_sparse`).
+    pub(super) blocks: Vec<super::act_sparse::BlockWork>,
 }
 
 impl PanelBuf {

@@ -124,10 +124,17 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn dot_i16(self, acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
     /// Stores the lanes of `v` (each in `-32768..=32767`) as `LANES` i16.
     fn store_i16(self, v: Self::I, out: &mut [i16]);
-    /// The first `LANES` bytes of `x`, each zero-extended to a 32-bit lane.
-    fn widen_u8(self, x: &[u8]) -> Self::I;
-    /// The first `LANES` bytes of `x` as signed bytes, each sign-extended to a 32-bit lane.
-    fn widen_i8(self, x: &[u8]) -> Self::I;
+
+    /// Four byte rows side by side: for `v` holding 4 · LANES bytes each (positions
+    /// `0 .. 4 · LANES`), the 4 · LANES lanes of `[v[0][j], v[1][j], v[2][j], v[3][j]]` — each
+    /// position's bytes from the four rows as one 32-bit lane, what a 4-byte dot product (`dot_*`,
+    /// `nib_dot`) reads — spread over four vectors in an order of this level's choosing (x86:
+    /// within each 128-bit lane, the order its byte and word unpacks give). Lane sums computed
+    /// on them are put back in position order by `natural4`.
+    fn interleave4(self, v: [Self::I; 4]) -> [Self::I; 4];
+    /// Per-lane results on `interleave4`'s lanes, in position order: `out[t]` lane `l` is
+    /// position `t · LANES + l`.
+    fn natural4(self, v: [Self::I; 4]) -> [Self::I; 4];
 
     // ---- `LANES / 8` consecutive quant blocks per full-width vector ----
     /// Unpacks the 16 nibble bytes of each of the first `LANES / 8` blocks in `qs` into their 32

@@ -188,14 +188,6 @@ impl Simd for Portable {
         acc
     }
     #[inline(always)]
-    fn widen_u8(self, x: &[u8]) -> i32x8 {
-        i32x8::new(Scalar.widen_u8(x))
-    }
-    #[inline(always)]
-    fn widen_i8(self, x: &[u8]) -> i32x8 {
-        i32x8::new(Scalar.widen_i8(x))
-    }
-    #[inline(always)]
     fn load_i8_pairs(self, x: &[u8]) -> i32x8 {
         let x: &[u8; 16] = head(x);
         bytemuck::cast(i16x16::from_i8x16(i8x16::new(bytemuck::cast(*x))))
@@ -210,6 +202,14 @@ impl Simd for Portable {
         Scalar.store_i16(arr(v), out)
     }
 
+    #[inline(always)]
+    fn interleave4(self, v: [i32x8; 4]) -> [i32x8; 4] {
+        Scalar.interleave4(v.map(|r| r.to_array())).map(i32x8::from)
+    }
+    #[inline(always)]
+    fn natural4(self, v: [i32x8; 4]) -> [i32x8; 4] {
+        v
+    }
     #[inline(always)]
     fn nibbles(self, qs: [&[u8; 16]; 2]) -> i32x8 {
         self.bnibbles(qs[0])

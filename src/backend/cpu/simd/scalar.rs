@@ -206,16 +206,6 @@ impl Simd for Scalar {
         acc
     }
     #[inline(always)]
-    fn widen_u8(self, x: &[u8]) -> I8 {
-        let x: &[u8; 8] = head(x);
-        x.map(|b| b as i32)
-    }
-    #[inline(always)]
-    fn widen_i8(self, x: &[u8]) -> I8 {
-        let x: &[u8; 8] = head(x);
-        x.map(|b| b as i8 as i32)
-    }
-    #[inline(always)]
     fn load_i8_pairs(self, x: &[u8]) -> I8 {
         let x: &[u8; 16] = head(x);
         std::array::from_fn(|l| (x[2 * l] as i8 as u16 as u32 | (x[2 * l + 1] as i8 as u16 as u32) << 16) as i32)
@@ -234,6 +224,16 @@ impl Simd for Scalar {
         }
     }
 
+    #[inline(always)]
+    fn interleave4(self, v: [I8; 4]) -> [I8; 4] {
+        // Position order: vector t, lane l is position 8t + l.
+        let bytes = v.map(|r| r.map(lane_bytes));
+        std::array::from_fn(|t| std::array::from_fn(|l| i32::from_le_bytes(std::array::from_fn(|row| bytes[row][(8 * t + l) / 4][(8 * t + l) % 4]))))
+    }
+    #[inline(always)]
+    fn natural4(self, v: [I8; 4]) -> [I8; 4] {
+        v
+    }
     #[inline(always)]
     fn nibbles(self, qs: [&[u8; 16]; 2]) -> I8 {
         self.bnibbles(qs[0])

@@ -240,18 +240,6 @@ impl Simd for Avx2 {
         unsafe { _mm256_madd_epi16(acc, _mm256_set1_epi16(1)) }
     }
     #[inline(always)]
-    fn widen_u8(self, x: &[u8]) -> __m256i {
-        let x: &[u8; 8] = head(x);
-        // SAFETY: token ⇒ AVX2; `x` is exactly the 8 bytes read.
-        unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(x.as_ptr().cast())) }
-    }
-    #[inline(always)]
-    fn widen_i8(self, x: &[u8]) -> __m256i {
-        let x: &[u8; 8] = head(x);
-        // SAFETY: token ⇒ AVX2; `x` is exactly the 8 bytes read.
-        unsafe { _mm256_cvtepi8_epi32(_mm_loadl_epi64(x.as_ptr().cast())) }
-    }
-    #[inline(always)]
     fn load_i8_pairs(self, x: &[u8]) -> __m256i {
         let x: &[u8; 16] = head(x);
         // SAFETY: token ⇒ AVX2; `x` is exactly the 16 bytes read.
@@ -269,6 +257,28 @@ impl Simd for Avx2 {
         unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1))) }
     }
 
+    #[inline(always)]
+    fn interleave4(self, v: [__m256i; 4]) -> [__m256i; 4] {
+        // SAFETY: token ⇒ AVX2. Vector t, 128-bit lane L, dword p: position 16L + 4t + p.
+        unsafe {
+            let (ab_lo, ab_hi) = (_mm256_unpacklo_epi8(v[0], v[1]), _mm256_unpackhi_epi8(v[0], v[1]));
+            let (cd_lo, cd_hi) = (_mm256_unpacklo_epi8(v[2], v[3]), _mm256_unpackhi_epi8(v[2], v[3]));
+            [_mm256_unpacklo_epi16(ab_lo, cd_lo), _mm256_unpackhi_epi16(ab_lo, cd_lo), _mm256_unpacklo_epi16(ab_hi, cd_hi), _mm256_unpackhi_epi16(ab_hi, cd_hi)]
+        }
+    }
+    #[inline(always)]
+    fn natural4(self, v: [__m256i; 4]) -> [__m256i; 4] {
+        // SAFETY: token ⇒ AVX2. Positions 8T .. 8T + 8 are lane T / 2 of vectors T % 2 · 2 and
+        // T % 2 · 2 + 1 (see `interleave4`).
+        unsafe {
+            [
+                _mm256_permute2x128_si256(v[0], v[1], 0x20),
+                _mm256_permute2x128_si256(v[2], v[3], 0x20),
+                _mm256_permute2x128_si256(v[0], v[1], 0x31),
+                _mm256_permute2x128_si256(v[2], v[3], 0x31),
+            ]
+        }
+    }
     #[inline(always)]
     fn nibbles(self, qs: [&[u8; 16]; 2]) -> __m256i {
         self.bnibbles(qs[0])

@@ -259,18 +259,6 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
     }
 
     #[inline(always)]
-    fn widen_u8(self, x: &[u8]) -> __m512i {
-        let x: &[u8; 16] = head(x);
-        // SAFETY: token ⇒ AVX-512F; `x` is exactly the 16 bytes read.
-        unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(x.as_ptr().cast())) }
-    }
-    #[inline(always)]
-    fn widen_i8(self, x: &[u8]) -> __m512i {
-        let x: &[u8; 16] = head(x);
-        // SAFETY: token ⇒ AVX-512F; `x` is exactly the 16 bytes read.
-        unsafe { _mm512_cvtepi8_epi32(_mm_loadu_si128(x.as_ptr().cast())) }
-    }
-    #[inline(always)]
     fn load_i8_pairs(self, x: &[u8]) -> __m512i {
         let x: &[u8; 32] = head(x);
         // SAFETY: token ⇒ AVX-512BW; `x` is exactly the 32 bytes read.
@@ -293,6 +281,25 @@ impl<const VNNI: bool> Simd for X512<VNNI> {
         unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(v)) }
     }
 
+    #[inline(always)]
+    fn interleave4(self, v: [__m512i; 4]) -> [__m512i; 4] {
+        // SAFETY: token ⇒ AVX-512BW. Vector t, 128-bit lane L, dword p: position 16L + 4t + p.
+        unsafe {
+            let (ab_lo, ab_hi) = (_mm512_unpacklo_epi8(v[0], v[1]), _mm512_unpackhi_epi8(v[0], v[1]));
+            let (cd_lo, cd_hi) = (_mm512_unpacklo_epi8(v[2], v[3]), _mm512_unpackhi_epi8(v[2], v[3]));
+            [_mm512_unpacklo_epi16(ab_lo, cd_lo), _mm512_unpackhi_epi16(ab_lo, cd_lo), _mm512_unpacklo_epi16(ab_hi, cd_hi), _mm512_unpackhi_epi16(ab_hi, cd_hi)]
+        }
+    }
+    #[inline(always)]
+    fn natural4(self, v: [__m512i; 4]) -> [__m512i; 4] {
+        // SAFETY: token ⇒ AVX-512F. Positions 16T .. 16T + 16 are lane T of the four vectors
+        // (see `interleave4`): a 4 × 4 transpose of 128-bit lanes.
+        unsafe {
+            let (t0, t1) = (_mm512_shuffle_i32x4(v[0], v[1], 0x44), _mm512_shuffle_i32x4(v[0], v[1], 0xee));
+            let (t2, t3) = (_mm512_shuffle_i32x4(v[2], v[3], 0x44), _mm512_shuffle_i32x4(v[2], v[3], 0xee));
+            [_mm512_shuffle_i32x4(t0, t2, 0x88), _mm512_shuffle_i32x4(t0, t2, 0xdd), _mm512_shuffle_i32x4(t1, t3, 0x88), _mm512_shuffle_i32x4(t1, t3, 0xdd)]
+        }
+    }
     #[inline(always)]
     fn nibbles(self, qs: [&[u8; 16]; 2]) -> __m512i {
         // SAFETY: token ⇒ AVX-512F/BW; each `qs[i]` is exactly the 16 bytes loaded.
