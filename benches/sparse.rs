@@ -40,6 +40,7 @@ fn threshold_for(x: &[f32], percent: usize) -> f32 {
 
 fn bench(c: &mut Criterion) {
     let threads = threads();
+    let warm = std::env::var("SPARQ_BENCH_WARM").is_ok_and(|v| v == "1");
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
     let bandwidth = read_bandwidth(&pool, threads);
     println!("memory read bandwidth ({threads} threads, 1 GiB): {:.1} GB/s", bandwidth / 1e9);
@@ -57,7 +58,7 @@ fn bench(c: &mut Criterion) {
             }
             let w_f32 = values(0, n * k);
             let bytes = quant::quantize(dtype, &w_f32).expect("quantize");
-            let copies = if std::env::var("SPARQ_BENCH_WARM").is_ok_and(|v| v == "1") { 1 } else { COLD_BYTES.div_ceil(bytes.len()) };
+            let copies = if warm { 1 } else { COLD_BYTES.div_ceil(bytes.len()) };
             let dense_views: Vec<Weights> = (0..copies).map(|_| Weights::new(dtype, n, k, &bytes).expect("weights")).collect();
             let dense = PackedWeights::pack(&dense_views, 0).expect("pack");
             let im = InputMajorWeights::quantize(dtype, n, k, &w_f32).expect("input-major");
@@ -115,7 +116,8 @@ fn bench(c: &mut Criterion) {
         }
     }
     if !table.is_empty() {
-        println!("\nactivation-sparse decode (m = 1, weights cold), {threads} threads, bandwidth {:.1} GB/s; medians", bandwidth / 1e9);
+        let weights = if warm { "warm: one copy" } else { "cold" };
+        println!("\nactivation-sparse decode (m = 1, weights {weights}), {threads} threads, bandwidth {:.1} GB/s; medians", bandwidth / 1e9);
         println!("{:<40} {:>10} {:>12} {:>8} {:>12}", "product", "µs", "GB/s read", "of bw", "× dense");
         for (id, t, rate, ratio) in &table {
             println!("{id:<40} {:>10.1} {:>12.1} {:>7.0}% {:>12.2}", t * 1e6, rate / 1e9, 100.0 * rate / bandwidth, ratio);

@@ -3,24 +3,13 @@
 //! direct computation gives), threshold 0 changes nothing on the dense weights, prefill is dense
 //! unless asked, the input-major copies compute the same model, and calibration behaves.
 
-use sparq::model::{ActSparsity, Config, Gguf, Llama, Session, Site, WeightLayout, synthetic_llama};
+use sparq::model::{ActSparsity, Gguf, Llama, Session, Site, WeightLayout, synthetic_llama};
 use sparq::ops::rms_norm;
 use sparq::{Cpu, DType, KvDtype, Scratch, Weights, quant};
 
-fn config() -> Config {
-    Config {
-        n_layers: 2,
-        dim: 96,
-        hidden_dim: 160,
-        n_heads: 6,
-        n_kv_heads: 2,
-        head_dim: 16,
-        vocab_size: 77,
-        context_length: 64,
-        rope_base: 10_000.0,
-        norm_eps: 1e-5,
-    }
-}
+mod common;
+
+use common::tiny_llama_config as config;
 
 fn model(dtype: DType) -> Llama {
     let bytes = synthetic_llama(&config(), dtype, DType::Q8_0, 5).unwrap();

@@ -4,6 +4,8 @@
 
 #[path = "../examples/common/mod.rs"]
 mod common;
+#[path = "common/mod.rs"]
+mod support;
 
 use sparq::model::{Llama, Session, WeightLayout};
 use sparq::{Cpu, Error, KvDtype};
@@ -112,19 +114,8 @@ fn context_limits_are_errors() {
 #[test]
 fn synthetic_models_load_and_run() {
     use sparq::DType;
-    use sparq::model::{Config, Gguf, synthetic_llama};
-    let c = Config {
-        n_layers: 2,
-        dim: 96,
-        hidden_dim: 160,
-        n_heads: 6,
-        n_kv_heads: 2,
-        head_dim: 16,
-        vocab_size: 77,
-        context_length: 64,
-        rope_base: 10_000.0,
-        norm_eps: 1e-5,
-    };
+    use sparq::model::{Gguf, synthetic_llama};
+    let c = support::tiny_llama_config();
     let bytes = synthetic_llama(&c, DType::Q4_1, DType::Q8_0, 3).unwrap();
     let model = Llama::from_gguf(Gguf::from_bytes(bytes).unwrap(), WeightLayout::Tiled).unwrap();
     assert_eq!(model.config, c);

@@ -20,23 +20,8 @@ fn check(cpu: &Cpu, w: &Weights, x: &[f32], m: usize, threshold: f32) -> Result<
     let reference = matmul_act_sparse_f64(w, x, m, threshold);
     let mut y = vec![f32::NAN; m * n];
     cpu.matmul_act_sparse(w, x, m, &mut y, threshold, &mut Scratch::default()).map_err(|e| e.to_string())?;
-    for (i, &yi) in y.iter().enumerate() {
-        let bound = act_sparse_error_bound(k, reference.magnitude[i]) + 1e-30;
-        let err = (yi as f64 - reference.y[i]).abs();
-        #[allow(clippy::neg_cmp_op_on_partial_ord, reason = "a NaN error must fail")]
-        if !(err <= bound) {
-            return Err(format!(
-                "{} input-major on {} ({} threads), m={m} n={n} k={k} t={threshold}: y[{}][{}] = {yi} vs {} (err {err:.3e} > {bound:.3e})",
-                w.dtype(),
-                cpu.isa(),
-                cpu.threads(),
-                i / n,
-                i % n,
-                reference.y[i]
-            ));
-        }
-    }
-    Ok(())
+    let label = format!("{} input-major on {} ({} threads), m={m} n={n} k={k} t={threshold}", w.dtype(), cpu.isa(), cpu.threads());
+    common::within(&label, &y, n, &reference, |magnitude| act_sparse_error_bound(k, magnitude))
 }
 
 fn case() -> impl Strategy<Value = (DType, usize, usize, usize, Vec<f32>, Vec<f32>, f32)> {

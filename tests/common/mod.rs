@@ -43,23 +43,37 @@ pub fn compare(cpu: &Cpu, w: &Weights, x: &[f32], m: usize, reference: &RefOutpu
     let (dtype, n, k) = (w.dtype(), w.n(), w.k());
     let mut y = vec![f32::NAN; m * n];
     cpu.matmul(w, x, m, &mut y, &mut Scratch::default()).map_err(|e| e.to_string())?;
+    let label = format!("{dtype} on {} ({} threads), m={m} n={n} k={k}", cpu.isa(), cpu.threads());
+    within(&label, &y, n, reference, |magnitude| f32_error_bound(dtype, k, magnitude))
+}
+
+/// Every output of `y` (rows of `n`) within `bound(magnitude)` of the reference (NaN fails).
+pub fn within(label: &str, y: &[f32], n: usize, reference: &RefOutput, bound: impl Fn(f64) -> f64) -> Result<(), String> {
     for (i, &yi) in y.iter().enumerate() {
-        let bound = f32_error_bound(dtype, k, reference.magnitude[i]) + 1e-30;
+        let bound = bound(reference.magnitude[i]) + 1e-30;
         let err = (yi as f64 - reference.y[i]).abs();
         #[allow(clippy::neg_cmp_op_on_partial_ord, reason = "a NaN error must fail")]
         if !(err <= bound) {
-            return Err(format!(
-                "{dtype} on {} ({} threads), m={m} n={n} k={k}: y[{}][{}] = {} vs reference {} (err {err:.3e} > bound {bound:.3e})",
-                cpu.isa(),
-                cpu.threads(),
-                i / n,
-                i % n,
-                yi,
-                reference.y[i]
-            ));
+            return Err(format!("{label}: y[{}][{}] = {yi} vs reference {} (err {err:.3e} > bound {bound:.3e})", i / n, i % n, reference.y[i]));
         }
     }
     Ok(())
+}
+
+/// A small Llama config for synthetic models: 2 layers, GQA 6/2 heads of 16, vocab 77.
+pub fn tiny_llama_config() -> sparq::model::Config {
+    sparq::model::Config {
+        n_layers: 2,
+        dim: 96,
+        hidden_dim: 160,
+        n_heads: 6,
+        n_kv_heads: 2,
+        head_dim: 16,
+        vocab_size: 77,
+        context_length: 64,
+        rope_base: 10_000.0,
+        norm_eps: 1e-5,
+    }
 }
 
 /// `f32` values as their bit patterns, for bit-identity assertions.

@@ -7,18 +7,21 @@
 //!
 //! The arithmetic is the dense integer kernels': the input is quantized to 8 bits per block of
 //! 32 inputs (`x ≈ d_x · q_x`), and for each input block `b` with kept inputs and each output
-//! `j`, `y_j += d_w[j] · d_x · Σ q_x[i] · code_j[i] + c_w[j] · d_x · Σ q_x` (over the block's
-//! inputs; `c_w` is Q4_1's min `m`, Q4_0's `−8 · d_w`, and for Q8_0's excess-128 codes
-//! `−128 · d_w`). The sum over the block's kept inputs is an integer dot product four inputs at
+//! `j`, `y_j += d_w[j] · d_x · (Σ q_x[i] · code_j[i] − o · Σ q_x) + m[j] · d_x · Σ q_x` (over
+//! the block's kept inputs; `o` is the codes' offset — Q4_0's 8, 128 for Q8_0's excess-128
+//! codes where the level multiplies unsigned bytes — and `m` Q4_1's min). The sums are an
+//! integer dot product four inputs at
 //! a time: four code rows are laid side by side (`interleave4`: each output's four codes one
 //! 32-bit lane) against the four `q_x` broadcast, so a `vpdpbusd` does 64 multiply-adds — as
 //! many as the dense kernels' — and the lane sums are put back in output order once per block
 //! and step (`natural4`). The result equals the dense integer product of the thresholded input
 //! up to the order of the float additions.
 //!
-//! A task owns a run of whole 64-output steps and walks it in segments of at most `SEGMENT`
-//! outputs whose running sums stay in L1 (`PanelBuf::sums`); within a segment, each input
-//! block's kept code rows stream from start to end.
+//! A task owns a range of input blocks (`Acts::blocks`; `Cpu::product` splits the inputs,
+//! adding the tasks' partial sums) and a run of whole 64-output steps (all outputs, unless a
+//! call mixes layouts and splits the outputs), walked in segments of at most `SEGMENT` outputs
+//! whose running sums stay in L1 (`PanelBuf::sums`); within a segment, each input block's kept
+//! code rows stream from start to end, the next block's prefetched.
 
 use super::formats::QuantFormat;
 use super::quant_panel::PanelBuf;
@@ -75,6 +78,8 @@ pub(crate) struct BlockWork {
     block: usize,
     quads: [Quad; QK / 4],
     count: usize,
+    /// The kept inputs' 8-bit values summed (removes a code offset exactly, in integers).
+    sum: i32,
 }
 
 /// Adds input block `work`'s kept inputs (scale `dx`, scaled sum `dsum`) into the running sums
@@ -88,7 +93,9 @@ fn fold_block<S: Simd, Q: QuantFormat>(s: S, w: InputBlocks, work: &BlockWork, a
     let step = 4 * lanes;
     let (block, quads) = (w.block(work.block), &work.quads[..work.count.div_ceil(4)]);
     let ahead = ahead.map(|n| (w.block(n.block), &n.quads[..n.count.div_ceil(4)]));
-    // The constant term's factor per weight scale (Q4_0's offset 8, excess-128 Q8_0's 128).
+    // The codes' offset (Q4_0's 8, excess-128 Q8_0's 128), removed from the integer sums
+    // exactly: `Σ (q + o)·x − o·Σ x`. (Removed in floats, as `o · d_w · dsum`, it cancels
+    // against a term up to 128× the product's size: a proptest found the rounding.)
     let offset = if Q::BITS == 4 {
         Q::OFFSET
     } else if S::DOT_SIGNED_Q8 {
@@ -96,8 +103,8 @@ fn fold_block<S: Simd, Q: QuantFormat>(s: S, w: InputBlocks, work: &BlockWork, a
     } else {
         128
     };
-    let (dxv, cv) = (s.splat(dx), s.splat(-(offset as f32) * dsum));
-    let dsumv = s.splat(dsum);
+    let correction = s.isplat(offset * work.sum);
+    let (dxv, dsumv) = (s.splat(dx), s.splat(dsum));
     for (o, out) in sums.chunks_exact_mut(step).enumerate() {
         let col = c0 + o * step;
         if let Some((nb, nq)) = ahead {
@@ -124,15 +131,13 @@ fn fold_block<S: Simd, Q: QuantFormat>(s: S, w: InputBlocks, work: &BlockWork, a
                 acc[t] = dot::<S, Q>(s, acc[t], rows[t], inputs);
             }
         }
-        let acc = s.natural4(if Q::BITS == 4 { acc.map(|a| s.nib_sum(a)) } else { acc });
+        let acc = s.natural4(if Q::BITS == 4 { acc.map(|a| s.nib_sum(a)) } else { acc }).map(|a| s.isub(a, correction));
         for t in 0..4 {
             let (j, y) = (col + t * lanes, &mut out[t * lanes..]);
             let dw = s.load_f16(&block[2 * j..]);
             let mut v = s.mul_add(s.mul(dw, dxv), s.to_f32(acc[t]), s.load(y));
             if Q::HAS_MIN {
                 v = s.mul_add(s.load_f16(&block[g.m_at + 2 * j..]), dsumv, v);
-            } else if offset != 0 {
-                v = s.mul_add(dw, cv, v);
             }
             s.store(v, y);
         }
@@ -153,8 +158,8 @@ pub(crate) fn act_sparse<S: Simd, Q: QuantFormat>(s: S, w: InputBlocks, x: Acts,
         let qx = x.qrow(r);
         // The row's blocks with kept inputs whose 8-bit values are not 0, four to a quad.
         blocks.clear();
-        for a in x.active_row(r) {
-            let (b, t, v) = (a.i as usize / QK, a.i as usize % QK, qx.qs[a.i as usize]);
+        for &i in x.active_row(r) {
+            let (b, t, v) = (i as usize / QK, i as usize % QK, qx.qs[i as usize]);
             if v == 0 {
                 continue;
             }
@@ -169,6 +174,7 @@ pub(crate) fn act_sparse<S: Simd, Q: QuantFormat>(s: S, w: InputBlocks, x: Acts,
             quad.rows[p] = g.codes_at + t * g.code_row;
             quad.word |= ((v as u8) as i32) << (8 * p);
             work.count += 1;
+            work.sum += v as i32;
         }
         let mut c0 = cols.start;
         while c0 < cols.end {

@@ -45,23 +45,15 @@ pub(crate) struct Acts<'a> {
     /// exactly, in integers), block-major: the panel and tile kernels read one block of several
     /// rows from one place; empty on the row path.
     pub by_block: &'a [BlockScales],
-    /// The nonzero inputs of every row, row after row, for the activation-sparse kernels
-    /// (`act_sparse`); empty elsewhere.
-    pub active: &'a [Active],
+    /// The indices of the kept inputs of every row, ascending, row after row, for the
+    /// activation-sparse kernels (`act_sparse`, which read their 8-bit values from `qs`);
+    /// empty elsewhere.
+    pub active: &'a [u32],
     /// (m) where each row's run in `active` ends.
     pub active_ends: &'a [usize],
     /// The input blocks (of 32) an activation-sparse kernel takes its kept inputs from: a task's
     /// share when the work is split along the inputs (`Cpu::product`); all of them elsewhere.
     pub blocks: (usize, usize),
-}
-
-/// One active (kept, nonzero) input of an activation-sparse product.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct Active {
-    /// The input's index, `< k`.
-    pub i: u32,
-    /// Its value.
-    pub x: f32,
 }
 
 /// One activation block's scale, sum and scaled sum.
@@ -89,10 +81,10 @@ impl<'a> Acts<'a> {
         Acts { m, k, f32s: x, qs: &[], d: &[], dsums: &[], by_block: &[], active: &[], active_ends: &[], blocks: (0, k / crate::quant::QK) }
     }
     /// Row `r`'s active inputs in `blocks`.
-    pub fn active_row(&self, r: usize) -> &'a [Active] {
+    pub fn active_row(&self, r: usize) -> &'a [u32] {
         let start = if r == 0 { 0 } else { self.active_ends[r - 1] };
         let row = &self.active[start..self.active_ends[r]];
-        let block = |a: &Active| a.i as usize / crate::quant::QK;
+        let block = |&i: &u32| i as usize / crate::quant::QK;
         let (lo, hi) = (row.partition_point(|a| block(a) < self.blocks.0), row.partition_point(|a| block(a) < self.blocks.1));
         &row[lo..hi]
     }
